@@ -1,0 +1,358 @@
+//! Per-tensor coding schemes: what a tensor's symbols are, and how a decoded tile is assembled.
+//!
+//! | scheme     | rANS symbol              | raw field / side data                    | decodes to |
+//! |------------|--------------------------|------------------------------------------|------------|
+//! | `raw`      | —                        | the bytes as stored                      | the dtype  |
+//! | `lossless` | exponent field           | sign + mantissa, packed (`1+m` bits)     | the dtype  |
+//! | `int8`     | `i8` code as `u8`        | one `f32` scale per row                  | `f32`      |
+//! | `int4`     | code (`0..16`)           | `f16` scale (and `f16` min) per block    | `f32`      |
+
+mod lossless;
+mod quant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::Dtype;
+use crate::rans::{encode_lanes, FrequencyTable};
+use crate::tile::{plan_tiles, write_coded_tile, TileSpan, DEFAULT_TILE_ELEMS};
+
+pub use lossless::LosslessDecoder;
+pub use quant::{QuantDecoder, QuantKind};
+
+/// The scheme a caller asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemeKind {
+    /// Store the bytes as they are.
+    Raw,
+    /// Bit-exact: exponents rANS-coded, sign and mantissa raw.
+    Lossless,
+    /// Symmetric per-row int8, codes rANS-coded.
+    Int8,
+    /// Per-block int4 (symmetric or with a minimum), codes rANS-coded.
+    Int4,
+}
+
+impl SchemeKind {
+    /// Lower-case name as used on the command line and in headers.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemeKind::Raw => "raw",
+            SchemeKind::Lossless => "lossless",
+            SchemeKind::Int8 => "int8",
+            SchemeKind::Int4 => "int4",
+        }
+    }
+}
+
+impl std::fmt::Display for SchemeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Tuning knobs of the encoder; the defaults are what `ember compress` uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Target elements per tile (row-aligned, so tiles may be smaller).
+    pub tile_elems: usize,
+    /// Interleaved rANS lanes per tile (a power of two; one GPU thread each).
+    pub lanes: u32,
+    /// Probability precision of the frequency tables, `8..=12`.
+    pub prob_bits: u32,
+    /// `int4` block length along the last dimension.
+    pub int4_block: u32,
+    /// `int4` with a per-block minimum (like GGUF Q4_1) instead of symmetric codes.
+    pub int4_asymmetric: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            tile_elems: DEFAULT_TILE_ELEMS,
+            lanes: 32,
+            prob_bits: 12,
+            int4_block: 32,
+            int4_asymmetric: false,
+        }
+    }
+}
+
+/// Parameters of the rANS coder of one tensor, stored in its header entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RansParams {
+    /// Interleaved lanes per tile.
+    pub lanes: u32,
+    /// Probability precision.
+    pub prob_bits: u32,
+    /// Symbol frequencies (one per symbol of the alphabet), summing to `2^prob_bits`.
+    pub freqs: Vec<u32>,
+}
+
+/// Value predictor applied before coding. Only `none` is shipped: a LEFT/differential predictor
+/// was measured to raise, not lower, the entropy of weights (see the crate README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Predictor {
+    /// Values are coded as they are.
+    None,
+}
+
+/// A tensor's scheme and its parameters, as stored in the header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Scheme {
+    /// Stored as is.
+    Raw,
+    /// Exponent rANS-coded, sign + mantissa raw.
+    Lossless {
+        /// The coder.
+        coder: RansParams,
+        /// The predictor (always `none` in version 1).
+        predictor: Predictor,
+    },
+    /// Symmetric int8 per row.
+    Int8 {
+        /// The coder.
+        coder: RansParams,
+    },
+    /// Int4 per block.
+    Int4 {
+        /// The coder.
+        coder: RansParams,
+        /// Block length along the last dimension.
+        block: u32,
+        /// Whether blocks carry a minimum (`code · scale + min`) or are symmetric
+        /// (`(code − 8) · scale`).
+        asymmetric: bool,
+    },
+}
+
+impl Scheme {
+    /// Which kind of scheme this is.
+    pub fn kind(&self) -> SchemeKind {
+        match self {
+            Scheme::Raw => SchemeKind::Raw,
+            Scheme::Lossless { .. } => SchemeKind::Lossless,
+            Scheme::Int8 { .. } => SchemeKind::Int8,
+            Scheme::Int4 { .. } => SchemeKind::Int4,
+        }
+    }
+
+    /// The rANS parameters, for every scheme but `raw`.
+    pub fn coder(&self) -> Option<&RansParams> {
+        match self {
+            Scheme::Raw => None,
+            Scheme::Lossless { coder, .. }
+            | Scheme::Int8 { coder }
+            | Scheme::Int4 { coder, .. } => Some(coder),
+        }
+    }
+
+    /// Number of distinct symbols the coder's table must cover for a tensor of `dtype`.
+    pub fn alphabet(&self, dtype: Dtype) -> Option<usize> {
+        match self {
+            Scheme::Raw => None,
+            Scheme::Lossless { .. } => dtype.float_layout().map(|l| l.alphabet()),
+            Scheme::Int8 { .. } => Some(256),
+            Scheme::Int4 { .. } => Some(16),
+        }
+    }
+
+    /// The element type decoded tiles have: the stored dtype for `raw`/`lossless`, `F32` for the
+    /// quantised schemes.
+    pub fn decoded_dtype(&self, dtype: Dtype) -> Dtype {
+        match self {
+            Scheme::Raw | Scheme::Lossless { .. } => dtype,
+            Scheme::Int8 { .. } | Scheme::Int4 { .. } => Dtype::F32,
+        }
+    }
+}
+
+/// One tensor, encoded and not yet placed in a file.
+#[derive(Clone, Debug)]
+pub struct EncodedTensor {
+    /// The tensor's name.
+    pub name: String,
+    /// Its stored element type.
+    pub dtype: Dtype,
+    /// Its shape.
+    pub shape: Vec<u64>,
+    /// How it was coded.
+    pub scheme: Scheme,
+    /// Tiles in element order, with their payloads.
+    pub tiles: Vec<(TileSpan, Vec<u8>)>,
+    /// Side data (quantisation scales), if the scheme has any.
+    pub scales: Option<Vec<u8>>,
+    /// Order-0 entropy bound of the tensor's data in bytes (see `FORMAT.md`).
+    pub entropy_bound_bytes: u64,
+}
+
+impl EncodedTensor {
+    /// Bytes of tiles and side data.
+    pub fn stored_bytes(&self) -> u64 {
+        self.tiles.iter().map(|(_, p)| p.len() as u64).sum::<u64>()
+            + self.scales.as_ref().map_or(0, |s| s.len() as u64)
+    }
+}
+
+/// A tile's symbols and packed raw fields, before rANS coding.
+pub(crate) struct TileSymbols {
+    pub symbols: Vec<u8>,
+    pub raw: Vec<u8>,
+}
+
+/// Encodes a tensor given as little-endian `data` of `dtype` and `shape` with scheme `kind`.
+///
+/// Fails with [`crate::CodecError::Encode`] when the data length does not match the shape, when a
+/// float scheme is asked for a non-float dtype, or when a quantised scheme meets NaN or infinity.
+pub fn encode_tensor(
+    name: &str,
+    dtype: Dtype,
+    shape: &[u64],
+    data: &[u8],
+    kind: SchemeKind,
+    opts: &EncodeOptions,
+) -> crate::Result<EncodedTensor> {
+    let err = |reason: String| crate::CodecError::Encode {
+        tensor: name.to_string(),
+        reason,
+    };
+    let n = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
+    if (n as u128) * dtype.size() as u128 != data.len() as u128 {
+        return Err(err(format!(
+            "{} bytes of data for shape {shape:?} of {dtype} (expected {})",
+            data.len(),
+            n as u128 * dtype.size() as u128
+        )));
+    }
+    if !opts.lanes.is_power_of_two() || opts.lanes > crate::tile::MAX_LANES {
+        return Err(err(format!(
+            "lanes must be a power of two up to {}, got {}",
+            crate::tile::MAX_LANES,
+            opts.lanes
+        )));
+    }
+    if kind != SchemeKind::Raw && dtype.float_layout().is_none() {
+        return Err(err(format!(
+            "scheme {kind} needs a F32, F16 or BF16 tensor, not {dtype}"
+        )));
+    }
+    if kind == SchemeKind::Int4 && opts.int4_block == 0 {
+        return Err(err("int4 block length must be at least 1".into()));
+    }
+    let align = if kind == SchemeKind::Int4 {
+        opts.int4_block as u64
+    } else {
+        1
+    };
+    let spans = plan_tiles(shape, opts.tile_elems as u64, align);
+    let mut out = match kind {
+        SchemeKind::Raw => {
+            let size = dtype.size();
+            let tiles = spans
+                .iter()
+                .map(|s| {
+                    let mut p =
+                        data[s.start as usize * size..(s.start + s.count) as usize * size].to_vec();
+                    p.resize(p.len().next_multiple_of(4), 0);
+                    (*s, p)
+                })
+                .collect();
+            EncodedTensor {
+                name: name.into(),
+                dtype,
+                shape: shape.into(),
+                scheme: Scheme::Raw,
+                tiles,
+                scales: None,
+                entropy_bound_bytes: data.len() as u64,
+            }
+        }
+        SchemeKind::Lossless => {
+            lossless::encode(name, dtype, shape, data, &spans, opts).map_err(err)?
+        }
+        SchemeKind::Int8 | SchemeKind::Int4 => {
+            quant::encode(name, dtype, shape, data, &spans, kind, opts).map_err(err)?
+        }
+    };
+    pad_to_min_payload(&mut out, n);
+    Ok(out)
+}
+
+/// Pads the last tile so a tensor never stores fewer than `n / MAX_EXPANSION` bytes: the reader
+/// enforces that bound so that a forged header cannot make it allocate far more than the file
+/// justifies. Only degenerate (near-constant) tensors ever need the padding.
+fn pad_to_min_payload(t: &mut EncodedTensor, n: u64) {
+    let min = n.div_ceil(crate::container::MAX_EXPANSION);
+    let stored = t.stored_bytes();
+    if stored < min {
+        if let Some((_, last)) = t.tiles.last_mut() {
+            let new_len = (last.len() as u64 + (min - stored)).next_multiple_of(4);
+            last.resize(new_len as usize, 0);
+        }
+    }
+}
+
+/// Builds the frequency table from symbol counts and codes every tile in parallel.
+pub(crate) fn code_tiles(
+    spans: &[TileSpan],
+    counts: &[u64],
+    opts: &EncodeOptions,
+    tile_symbols: impl Fn(TileSpan) -> TileSymbols + Sync,
+) -> Result<(RansParams, Vec<(TileSpan, Vec<u8>)>), String> {
+    let table = FrequencyTable::from_counts(counts, opts.prob_bits)?;
+    let lanes = opts.lanes as usize;
+    let tiles = spans
+        .par_iter()
+        .map(|&span| {
+            let ts = tile_symbols(span);
+            let streams = encode_lanes(&ts.symbols, lanes, &table);
+            let (ends, words) = streams.concat_words();
+            (
+                span,
+                write_coded_tile(&streams.states, &ends, &ts.raw, &words),
+            )
+        })
+        .collect();
+    Ok((
+        RansParams {
+            lanes: opts.lanes,
+            prob_bits: opts.prob_bits,
+            freqs: table.freqs().to_vec(),
+        },
+        tiles,
+    ))
+}
+
+/// Counts symbols over all elements in parallel.
+pub(crate) fn par_histogram(
+    n: usize,
+    alphabet: usize,
+    symbol: impl Fn(usize) -> u8 + Sync,
+) -> Vec<u64> {
+    const CHUNK: usize = 1 << 16;
+    (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let mut h = vec![0u64; 256];
+            for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
+                h[symbol(i) as usize] += 1;
+            }
+            h
+        })
+        .reduce(
+            || vec![0u64; 256],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+        .into_iter()
+        .take(alphabet)
+        .collect()
+}

@@ -1,0 +1,253 @@
+//! `int8` and `int4`: quantised codes through rANS, scales as side data.
+//!
+//! Dequantisation is specified to the bit so that every decoder agrees:
+//! - `int8`: `code as f32 * scale_row` (one f32 multiply);
+//! - `int4` symmetric: `(code − 8) as f32 * scale_block` with the f16 scale widened to f32;
+//! - `int4` asymmetric: `code as f32 * scale_block + min_block`, a multiply then an add, each
+//!   rounded (no fused multiply-add).
+
+use half::f16;
+
+use super::{
+    code_tiles, par_histogram, EncodeOptions, EncodedTensor, Scheme, SchemeKind, TileSymbols,
+};
+use crate::dtype::Dtype;
+use crate::entropy::order0_bits;
+use crate::rans::{decode_lanes, DecodeTable, FrequencyTable};
+use crate::tile::{read_coded_tile, rows_cols, TileSpan};
+
+fn finite_values(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, String> {
+    let n = data.len() / dtype.size();
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        let x = dtype
+            .read_f32(data, i)
+            .ok_or_else(|| format!("{dtype} is not a float type"))?;
+        if !x.is_finite() {
+            return Err(format!(
+                "element {i} of `{name}` is {x}: quantised schemes need finite values (use --scheme lossless)"
+            ));
+        }
+        v.push(x);
+    }
+    Ok(v)
+}
+
+/// Round to nearest (ties away from zero) and clamp — the code of `x` on a grid of `scale`.
+fn quantise(x: f32, scale: f32, lo: f32, hi: f32) -> f32 {
+    if scale == 0.0 {
+        0.0f32.clamp(lo, hi)
+    } else {
+        (x / scale).round().clamp(lo, hi)
+    }
+}
+
+pub(super) fn encode(
+    name: &str,
+    dtype: Dtype,
+    shape: &[u64],
+    data: &[u8],
+    spans: &[TileSpan],
+    kind: SchemeKind,
+    opts: &EncodeOptions,
+) -> Result<EncodedTensor, String> {
+    let values = finite_values(name, dtype, data)?;
+    let (rows, cols) = rows_cols(shape);
+    let (rows, cols) = (rows as usize, cols as usize);
+    let mut codes = vec![0u8; values.len()];
+    let mut scales: Vec<u8> = Vec::new();
+    match kind {
+        SchemeKind::Int8 => {
+            for r in 0..rows {
+                let row = &values[r * cols..(r + 1) * cols];
+                let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let scale = amax / 127.0;
+                scales.extend(scale.to_le_bytes());
+                for (c, &x) in codes[r * cols..(r + 1) * cols].iter_mut().zip(row) {
+                    *c = quantise(x, scale, -127.0, 127.0) as i8 as u8;
+                }
+            }
+        }
+        _ => {
+            let block = opts.int4_block as usize;
+            for r in 0..rows {
+                for b0 in (0..cols).step_by(block) {
+                    let range = r * cols + b0..r * cols + (b0 + block).min(cols);
+                    let blk = &values[range.clone()];
+                    let too_big =
+                        || format!("a block of `{name}` exceeds the f16 range of int4 scales");
+                    if opts.int4_asymmetric {
+                        let mn = blk.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+                        let mx = blk.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                        let scale = f16::from_f32((mx - mn) / 15.0);
+                        let min = f16::from_f32(mn);
+                        if !scale.is_finite() || !min.is_finite() {
+                            return Err(too_big());
+                        }
+                        scales.extend(scale.to_bits().to_le_bytes());
+                        scales.extend(min.to_bits().to_le_bytes());
+                        let (s, m) = (scale.to_f32(), min.to_f32());
+                        for (c, &x) in codes[range].iter_mut().zip(blk) {
+                            *c = quantise(x - m, s, 0.0, 15.0) as u8;
+                        }
+                    } else {
+                        let amax = blk.iter().fold(0f32, |m, x| m.max(x.abs()));
+                        let scale = f16::from_f32(amax / 7.0);
+                        if !scale.is_finite() {
+                            return Err(too_big());
+                        }
+                        scales.extend(scale.to_bits().to_le_bytes());
+                        let s = scale.to_f32();
+                        for (c, &x) in codes[range].iter_mut().zip(blk) {
+                            *c = (quantise(x, s, -8.0, 7.0) + 8.0) as u8;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let alphabet = if kind == SchemeKind::Int8 { 256 } else { 16 };
+    let counts = par_histogram(codes.len(), alphabet, |i| codes[i]);
+    let (coder, tiles) = code_tiles(spans, &counts, opts, |span| TileSymbols {
+        symbols: codes[span.start as usize..(span.start + span.count) as usize].to_vec(),
+        raw: Vec::new(),
+    })?;
+    let scheme = match kind {
+        SchemeKind::Int8 => Scheme::Int8 { coder },
+        _ => Scheme::Int4 {
+            coder,
+            block: opts.int4_block,
+            asymmetric: opts.int4_asymmetric,
+        },
+    };
+    Ok(EncodedTensor {
+        name: name.into(),
+        dtype,
+        shape: shape.into(),
+        scheme,
+        tiles,
+        entropy_bound_bytes: (order0_bits(&counts) / 8.0).ceil() as u64 + scales.len() as u64,
+        scales: Some(scales),
+    })
+}
+
+/// Which quantised scheme a [`QuantDecoder`] decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantKind {
+    /// Per-row f32 scale, codes are `i8`.
+    Int8,
+    /// Per-block f16 scale, codes `0..16` centred on 8.
+    Int4Symmetric {
+        /// Block length.
+        block: usize,
+    },
+    /// Per-block f16 scale and f16 min.
+    Int4Asymmetric {
+        /// Block length.
+        block: usize,
+    },
+}
+
+impl QuantKind {
+    /// Bytes of side data a tensor of `shape` needs.
+    pub fn scales_len(self, shape: &[u64]) -> u64 {
+        let (rows, cols) = rows_cols(shape);
+        match self {
+            QuantKind::Int8 => 4 * rows,
+            QuantKind::Int4Symmetric { block } => 2 * rows * cols.div_ceil(block as u64),
+            QuantKind::Int4Asymmetric { block } => 4 * rows * cols.div_ceil(block as u64),
+        }
+    }
+}
+
+/// Decodes `int8`/`int4` tiles of one tensor to `f32`.
+#[derive(Clone, Debug)]
+pub struct QuantDecoder {
+    kind: QuantKind,
+    cols: usize,
+    lanes: usize,
+    table: DecodeTable,
+}
+
+impl QuantDecoder {
+    /// Prepares the decoder; `cols` is the tensor's last dimension.
+    pub fn new(
+        kind: QuantKind,
+        cols: u64,
+        lanes: u32,
+        table: &FrequencyTable,
+    ) -> Result<Self, String> {
+        let alphabet = if kind == QuantKind::Int8 { 256 } else { 16 };
+        if table.freqs().len() != alphabet {
+            return Err(format!(
+                "frequency table has {} entries, expected {alphabet}",
+                table.freqs().len()
+            ));
+        }
+        Ok(Self {
+            kind,
+            cols: cols.max(1) as usize,
+            lanes: lanes as usize,
+            table: table.decode_table(),
+        })
+    }
+
+    /// Decodes the tile starting at element `start` into `out` (little-endian f32, 4 bytes per
+    /// element). `scales` is the tensor's whole side data, already length-checked.
+    pub fn decode_tile(
+        &self,
+        payload: &[u8],
+        start: usize,
+        scales: &[u8],
+        out: &mut [u8],
+        symbols: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let count = out.len() / 4;
+        let tile = read_coded_tile(payload, self.lanes, 0)?;
+        symbols.clear();
+        symbols.resize(count, 0);
+        decode_lanes(
+            &tile.states,
+            &tile.lane_ends,
+            &tile.words,
+            &self.table,
+            symbols,
+        )
+        .map_err(|e| e.to_string())?;
+        let f32_at = |k: usize| {
+            f32::from_le_bytes([
+                scales[4 * k],
+                scales[4 * k + 1],
+                scales[4 * k + 2],
+                scales[4 * k + 3],
+            ])
+        };
+        let f16_at = |k: usize| {
+            f16::from_bits(u16::from_le_bytes([scales[2 * k], scales[2 * k + 1]])).to_f32()
+        };
+        let cols = self.cols;
+        for (i, (o, &s)) in out.chunks_exact_mut(4).zip(symbols.iter()).enumerate() {
+            let e = start + i;
+            let (row, col) = (e / cols, e % cols);
+            let v = match self.kind {
+                QuantKind::Int8 => (s as i8) as f32 * f32_at(row),
+                QuantKind::Int4Symmetric { block } => {
+                    let b = row * cols.div_ceil(block) + col / block;
+                    (s as i32 - 8) as f32 * f16_at(b)
+                }
+                QuantKind::Int4Asymmetric { block } => {
+                    let b = row * cols.div_ceil(block) + col / block;
+                    let product = s as f32 * f16_at(2 * b);
+                    product + f16_at(2 * b + 1)
+                }
+            };
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// The decode table (uploaded as is by the GPU decoders).
+    pub fn table(&self) -> &DecodeTable {
+        &self.table
+    }
+}

@@ -1,0 +1,203 @@
+//! Tiles: how a tensor is cut, and the byte layout of one coded tile.
+//!
+//! A tile is a contiguous range of elements that decodes on its own. Tiles are row-aligned: a
+//! tile holds whole rows when a row fits in the target size, else pieces of one row whose length
+//! is a multiple of the quantisation block. The decoder does not rely on that rule: each tile's
+//! first element and count are stored in the header.
+
+use std::borrow::Cow;
+
+/// Default elements per tile (64 Ki).
+pub const DEFAULT_TILE_ELEMS: usize = 1 << 16;
+/// Largest number of elements in one tile the reader accepts (4 Mi).
+pub const MAX_TILE_ELEMS: u64 = 1 << 22;
+/// Largest number of lanes the reader accepts.
+pub const MAX_LANES: u32 = 1024;
+
+/// A contiguous element range `[start, start + count)` of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileSpan {
+    /// First element (row-major flat index).
+    pub start: u64,
+    /// Number of elements.
+    pub count: u64,
+}
+
+/// Rows and columns of a tensor viewed as a matrix over its last dimension.
+pub fn rows_cols(shape: &[u64]) -> (u64, u64) {
+    let n: u64 = shape.iter().product();
+    let cols = shape.last().copied().unwrap_or(1);
+    if cols == 0 {
+        (0, 0)
+    } else {
+        (n / cols, cols)
+    }
+}
+
+/// Cuts a tensor of `shape` into row-aligned tiles of about `tile_elems` elements; pieces of a
+/// row that is longer than `tile_elems` are multiples of `align` elements.
+pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
+    let (rows, cols) = rows_cols(shape);
+    let tile_elems = tile_elems.clamp(1, MAX_TILE_ELEMS);
+    let mut tiles = Vec::new();
+    if rows == 0 || cols == 0 {
+        return tiles;
+    }
+    if cols <= tile_elems {
+        let rows_per_tile = (tile_elems / cols).max(1);
+        let mut r = 0;
+        while r < rows {
+            let take = rows_per_tile.min(rows - r);
+            tiles.push(TileSpan {
+                start: r * cols,
+                count: take * cols,
+            });
+            r += take;
+        }
+    } else {
+        let align = align.max(1);
+        let chunk = (tile_elems / align * align).max(align);
+        for r in 0..rows {
+            let mut c = 0;
+            while c < cols {
+                let take = chunk.min(cols - c);
+                tiles.push(TileSpan {
+                    start: r * cols + c,
+                    count: take,
+                });
+                c += take;
+            }
+        }
+    }
+    tiles
+}
+
+/// The parts of a coded tile, borrowed from its payload.
+///
+/// Layout (all little-endian, offsets from the tile start, which is 4-byte aligned):
+/// `u32 state[N]`, `u32 lane_end[N]`, raw field area (`packed_len(count, raw_bits)` bytes,
+/// absent when `raw_bits = 0`), then the lanes' 16-bit words back to back, then zero padding.
+#[derive(Debug)]
+pub struct CodedTile<'a> {
+    /// Decoder start state of each lane.
+    pub states: Vec<u32>,
+    /// Exclusive end of each lane's words, counted in words from the start of the word area.
+    pub lane_ends: Vec<u32>,
+    /// Packed raw fields (sign + mantissa for `lossless`), empty otherwise.
+    pub raw: &'a [u8],
+    /// All lanes' words.
+    pub words: Cow<'a, [u16]>,
+}
+
+/// Serialises a coded tile (see [`CodedTile`] for the layout).
+pub fn write_coded_tile(states: &[u32], lane_ends: &[u32], raw: &[u8], words: &[u16]) -> Vec<u8> {
+    let len = 8 * states.len() + raw.len() + 2 * words.len();
+    let mut out = Vec::with_capacity(len.next_multiple_of(4));
+    out.extend(states.iter().flat_map(|s| s.to_le_bytes()));
+    out.extend(lane_ends.iter().flat_map(|s| s.to_le_bytes()));
+    out.extend_from_slice(raw);
+    out.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+    out.resize(len.next_multiple_of(4), 0);
+    out
+}
+
+/// Splits a coded tile payload into its parts, checking every length against the payload.
+pub fn read_coded_tile(
+    payload: &[u8],
+    lanes: usize,
+    raw_len: usize,
+) -> Result<CodedTile<'_>, String> {
+    let head = 8 * lanes;
+    if payload.len() < head + raw_len {
+        return Err(format!(
+            "payload of {} bytes is shorter than its lane table and raw fields ({} bytes)",
+            payload.len(),
+            head + raw_len
+        ));
+    }
+    let u32s = |b: &[u8]| -> Vec<u32> {
+        b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let states = u32s(&payload[..4 * lanes]);
+    let lane_ends = u32s(&payload[4 * lanes..head]);
+    let raw = &payload[head..head + raw_len];
+    let word_bytes = &payload[head + raw_len..];
+    let total = lane_ends.last().copied().unwrap_or(0) as usize;
+    if total * 2 > word_bytes.len() {
+        return Err(format!(
+            "lane table claims {total} words but only {} bytes follow",
+            word_bytes.len()
+        ));
+    }
+    let words = words_le(&word_bytes[..total * 2]);
+    Ok(CodedTile {
+        states,
+        lane_ends,
+        raw,
+        words,
+    })
+}
+
+/// Views little-endian bytes as `u16` words without copying where the platform allows.
+fn words_le(bytes: &[u8]) -> Cow<'_, [u16]> {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: every bit pattern is a valid u16; `align_to` only yields the aligned middle.
+        let (pre, mid, post) = unsafe { bytes.align_to::<u16>() };
+        if pre.is_empty() && post.is_empty() {
+            return Cow::Borrowed(mid);
+        }
+    }
+    Cow::Owned(
+        bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covers(tiles: &[TileSpan], n: u64) -> bool {
+        let mut next = 0;
+        for t in tiles {
+            if t.start != next || t.count == 0 {
+                return false;
+            }
+            next += t.count;
+        }
+        next == n
+    }
+
+    #[test]
+    fn tiles_cover_rows() {
+        let t = plan_tiles(&[100, 1000], 4096, 1);
+        assert!(covers(&t, 100_000));
+        assert!(t.iter().all(|t| t.start % 1000 == 0 && t.count % 1000 == 0));
+        let t = plan_tiles(&[3, 10_000], 4096, 32);
+        assert!(covers(&t, 30_000));
+        assert!(t
+            .iter()
+            .all(|t| t.start / 10_000 == (t.start + t.count - 1) / 10_000));
+        assert!(t.iter().all(|t| (t.start % 10_000) % 32 == 0));
+        assert!(plan_tiles(&[0, 5], 10, 1).is_empty());
+        assert!(covers(&plan_tiles(&[], 10, 1), 1));
+        assert!(covers(&plan_tiles(&[7], 3, 1), 7));
+    }
+
+    #[test]
+    fn coded_tile_round_trips() {
+        let p = write_coded_tile(&[70000, 80000], &[1, 3], &[1, 2, 3, 4], &[9, 8, 7]);
+        assert_eq!(p.len() % 4, 0);
+        let t = read_coded_tile(&p, 2, 4).unwrap();
+        assert_eq!(t.states, vec![70000, 80000]);
+        assert_eq!(t.lane_ends, vec![1, 3]);
+        assert_eq!(t.raw, &[1, 2, 3, 4]);
+        assert_eq!(&t.words[..], &[9, 8, 7]);
+        assert!(read_coded_tile(&p[..10], 2, 4).is_err());
+    }
+}
