@@ -16,11 +16,7 @@ pub fn pack(values: impl ExactSizeIterator<Item = u32>, width: u32) -> Vec<u8> {
     debug_assert!((1..=32).contains(&width));
     let count = values.len();
     let mut words = vec![0u32; packed_len(count, width) / 4];
-    let mask = if width == 32 {
-        u32::MAX
-    } else {
-        (1u32 << width) - 1
-    };
+    let mask = if width == 32 { u32::MAX } else { (1u32 << width) - 1 };
     for (i, v) in values.enumerate() {
         let v = v & mask;
         let bit = i * width as usize;
@@ -40,14 +36,7 @@ pub fn pack(values: impl ExactSizeIterator<Item = u32>, width: u32) -> Vec<u8> {
 pub fn get(bytes: &[u8], i: usize, width: u32) -> u32 {
     let bit = i * width as usize;
     let (k, shift) = (bit / 32, (bit % 32) as u32);
-    let word = |k: usize| {
-        u32::from_le_bytes([
-            bytes[4 * k],
-            bytes[4 * k + 1],
-            bytes[4 * k + 2],
-            bytes[4 * k + 3],
-        ])
-    };
+    let word = |k: usize| u32::from_le_bytes([bytes[4 * k], bytes[4 * k + 1], bytes[4 * k + 2], bytes[4 * k + 3]]);
     let mut v = word(k) >> shift;
     if shift + width > 32 {
         v |= word(k + 1) << (32 - shift);
@@ -66,9 +55,7 @@ mod tests {
     #[test]
     fn round_trips_every_width() {
         for width in 1..=32u32 {
-            let vals: Vec<u32> = (0..77u32)
-                .map(|i| i.wrapping_mul(0x9E37_79B9) >> (32 - width.min(32)))
-                .collect();
+            let vals: Vec<u32> = (0..77u32).map(|i| i.wrapping_mul(0x9E37_79B9) >> (32 - width.min(32))).collect();
             let bytes = pack(vals.iter().copied(), width);
             assert_eq!(bytes.len(), packed_len(vals.len(), width));
             for (i, &v) in vals.iter().enumerate() {
@@ -80,14 +67,8 @@ mod tests {
     #[test]
     fn byte_and_triple_layouts_match_fast_paths() {
         let vals = [0x12u32, 0xff, 0x00, 0x7f];
-        assert_eq!(
-            &pack(vals.iter().copied(), 8)[..4],
-            &[0x12, 0xff, 0x00, 0x7f]
-        );
+        assert_eq!(&pack(vals.iter().copied(), 8)[..4], &[0x12, 0xff, 0x00, 0x7f]);
         let vals = [0x123456u32, 0xabcdef];
-        assert_eq!(
-            &pack(vals.iter().copied(), 24)[..6],
-            &[0x56, 0x34, 0x12, 0xef, 0xcd, 0xab]
-        );
+        assert_eq!(&pack(vals.iter().copied(), 24)[..6], &[0x56, 0x34, 0x12, 0xef, 0xcd, 0xab]);
     }
 }

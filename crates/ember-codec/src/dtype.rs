@@ -91,18 +91,9 @@ impl Dtype {
     /// The bit layout of the float types that the `lossless`, `int8` and `int4` schemes accept.
     pub fn float_layout(self) -> Option<FloatLayout> {
         match self {
-            Dtype::F32 => Some(FloatLayout {
-                exp_bits: 8,
-                mant_bits: 23,
-            }),
-            Dtype::F16 => Some(FloatLayout {
-                exp_bits: 5,
-                mant_bits: 10,
-            }),
-            Dtype::BF16 => Some(FloatLayout {
-                exp_bits: 8,
-                mant_bits: 7,
-            }),
+            Dtype::F32 => Some(FloatLayout { exp_bits: 8, mant_bits: 23 }),
+            Dtype::F16 => Some(FloatLayout { exp_bits: 5, mant_bits: 10 }),
+            Dtype::BF16 => Some(FloatLayout { exp_bits: 8, mant_bits: 7 }),
             _ => None,
         }
     }
@@ -112,13 +103,8 @@ impl Dtype {
     pub fn read_f32(self, bytes: &[u8], i: usize) -> Option<f32> {
         match self {
             Dtype::F32 => Some(f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().ok()?)),
-            Dtype::F16 => Some(
-                half::f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32(),
-            ),
-            Dtype::BF16 => Some(
-                half::bf16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))
-                    .to_f32(),
-            ),
+            Dtype::F16 => Some(half::f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()),
+            Dtype::BF16 => Some(half::bf16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()),
             _ => None,
         }
     }
@@ -166,9 +152,7 @@ impl FloatLayout {
     pub fn join(self, exp: u8, raw: u32) -> u32 {
         let mant_mask = (1u32 << self.mant_bits) - 1;
         let sign = raw >> self.mant_bits;
-        (sign << (self.mant_bits + self.exp_bits))
-            | ((exp as u32) << self.mant_bits)
-            | (raw & mant_mask)
+        (sign << (self.mant_bits + self.exp_bits)) | ((exp as u32) << self.mant_bits) | (raw & mant_mask)
     }
 }
 
@@ -191,16 +175,7 @@ mod tests {
     #[test]
     fn split_join_round_trips_f32_edge_patterns() {
         let layout = Dtype::F32.float_layout().unwrap();
-        for v in [
-            0u32,
-            0x8000_0000,
-            0x7f80_0000,
-            0xff80_0000,
-            0x7fc0_1234,
-            0x0000_0001,
-            u32::MAX,
-            0x3f80_0000,
-        ] {
+        for v in [0u32, 0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x7fc0_1234, 0x0000_0001, u32::MAX, 0x3f80_0000] {
             let (e, r) = layout.split(v);
             assert_eq!(layout.join(e, r), v);
         }
@@ -208,14 +183,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for d in [
-            Dtype::F32,
-            Dtype::F16,
-            Dtype::BF16,
-            Dtype::I64,
-            Dtype::BOOL,
-            Dtype::U8,
-        ] {
+        for d in [Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::I64, Dtype::BOOL, Dtype::U8] {
             assert_eq!(Dtype::from_name(d.name()), Some(d));
         }
         assert_eq!(Dtype::from_name("Q4_1"), None);

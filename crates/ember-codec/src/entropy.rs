@@ -8,11 +8,7 @@ pub fn order0_bits(counts: &[u64]) -> f64 {
         return 0.0;
     }
     let t = total as f64;
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| c as f64 * (t / c as f64).log2())
-        .sum()
+    counts.iter().filter(|&&c| c > 0).map(|&c| c as f64 * (t / c as f64).log2()).sum()
 }
 
 /// Histogram of the 16-bit little-endian values in `bytes` (BF16/F16 tensors).

@@ -118,9 +118,6 @@ pub type Result<T, E = CodecError> = std::result::Result<T, E>;
 
 impl CodecError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 }

@@ -48,10 +48,7 @@ pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
         let mut r = 0;
         while r < rows {
             let take = rows_per_tile.min(rows - r);
-            tiles.push(TileSpan {
-                start: r * cols,
-                count: take * cols,
-            });
+            tiles.push(TileSpan { start: r * cols, count: take * cols });
             r += take;
         }
     } else {
@@ -61,10 +58,7 @@ pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
             let mut c = 0;
             while c < cols {
                 let take = chunk.min(cols - c);
-                tiles.push(TileSpan {
-                    start: r * cols + c,
-                    count: take,
-                });
+                tiles.push(TileSpan { start: r * cols + c, count: take });
                 c += take;
             }
         }
@@ -102,11 +96,7 @@ pub fn write_coded_tile(states: &[u32], lane_ends: &[u32], raw: &[u8], words: &[
 }
 
 /// Splits a coded tile payload into its parts, checking every length against the payload.
-pub fn read_coded_tile(
-    payload: &[u8],
-    lanes: usize,
-    raw_len: usize,
-) -> Result<CodedTile<'_>, String> {
+pub fn read_coded_tile(payload: &[u8], lanes: usize, raw_len: usize) -> Result<CodedTile<'_>, String> {
     let head = 8 * lanes;
     if payload.len() < head + raw_len {
         return Err(format!(
@@ -115,29 +105,18 @@ pub fn read_coded_tile(
             head + raw_len
         ));
     }
-    let u32s = |b: &[u8]| -> Vec<u32> {
-        b.chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
+    let u32s =
+        |b: &[u8]| -> Vec<u32> { b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
     let states = u32s(&payload[..4 * lanes]);
     let lane_ends = u32s(&payload[4 * lanes..head]);
     let raw = &payload[head..head + raw_len];
     let word_bytes = &payload[head + raw_len..];
     let total = lane_ends.last().copied().unwrap_or(0) as usize;
     if total * 2 > word_bytes.len() {
-        return Err(format!(
-            "lane table claims {total} words but only {} bytes follow",
-            word_bytes.len()
-        ));
+        return Err(format!("lane table claims {total} words but only {} bytes follow", word_bytes.len()));
     }
     let words = words_le(&word_bytes[..total * 2]);
-    Ok(CodedTile {
-        states,
-        lane_ends,
-        raw,
-        words,
-    })
+    Ok(CodedTile { states, lane_ends, raw, words })
 }
 
 /// Views little-endian bytes as `u16` words without copying where the platform allows.
@@ -150,12 +129,7 @@ fn words_le(bytes: &[u8]) -> Cow<'_, [u16]> {
             return Cow::Borrowed(mid);
         }
     }
-    Cow::Owned(
-        bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect(),
-    )
+    Cow::Owned(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
 }
 
 #[cfg(test)]
@@ -180,9 +154,7 @@ mod tests {
         assert!(t.iter().all(|t| t.start % 1000 == 0 && t.count % 1000 == 0));
         let t = plan_tiles(&[3, 10_000], 4096, 32);
         assert!(covers(&t, 30_000));
-        assert!(t
-            .iter()
-            .all(|t| t.start / 10_000 == (t.start + t.count - 1) / 10_000));
+        assert!(t.iter().all(|t| t.start / 10_000 == (t.start + t.count - 1) / 10_000));
         assert!(t.iter().all(|t| (t.start % 10_000) % 32 == 0));
         assert!(plan_tiles(&[0, 5], 10, 1).is_empty());
         assert!(covers(&plan_tiles(&[], 10, 1), 1));

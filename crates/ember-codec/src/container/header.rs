@@ -59,13 +59,7 @@ pub struct TileRef {
 
 impl From<[u64; 5]> for TileRef {
     fn from(a: [u64; 5]) -> Self {
-        Self {
-            offset: a[0],
-            len: a[1],
-            start: a[2],
-            count: a[3],
-            xxh3: a[4],
-        }
+        Self { offset: a[0], len: a[1], start: a[2], count: a[3], xxh3: a[4] }
     }
 }
 
@@ -111,30 +105,15 @@ impl TensorEntry {
     pub fn quant_kind(&self) -> Option<QuantKind> {
         match self.scheme {
             Scheme::Int8 { .. } => Some(QuantKind::Int8),
-            Scheme::Int4 {
-                block,
-                asymmetric: false,
-                ..
-            } => Some(QuantKind::Int4Symmetric {
-                block: block as usize,
-            }),
-            Scheme::Int4 {
-                block,
-                asymmetric: true,
-                ..
-            } => Some(QuantKind::Int4Asymmetric {
-                block: block as usize,
-            }),
+            Scheme::Int4 { block, asymmetric: false, .. } => Some(QuantKind::Int4Symmetric { block: block as usize }),
+            Scheme::Int4 { block, asymmetric: true, .. } => Some(QuantKind::Int4Asymmetric { block: block as usize }),
             _ => None,
         }
     }
 
     /// The frequency table of a coded tensor.
     pub fn frequency_table(&self) -> Result<Option<FrequencyTable>, String> {
-        self.scheme
-            .coder()
-            .map(|c| FrequencyTable::from_freqs(c.freqs.clone(), c.prob_bits))
-            .transpose()
+        self.scheme.coder().map(|c| FrequencyTable::from_freqs(c.freqs.clone(), c.prob_bits)).transpose()
     }
 
     /// Checks everything the decoder relies on against a file of `file_len` bytes.
@@ -146,25 +125,15 @@ impl TensorEntry {
             .filter(|&n| n <= MAX_TENSOR_ELEMS)
             .ok_or_else(|| format!("shape {:?} has too many elements", self.shape))?;
         if self.scheme.coder().is_some() && self.dtype.float_layout().is_none() {
-            return Err(format!(
-                "scheme {} needs a float dtype, not {}",
-                self.scheme.kind(),
-                self.dtype
-            ));
+            return Err(format!("scheme {} needs a float dtype, not {}", self.scheme.kind(), self.dtype));
         }
         if let Some(c) = self.scheme.coder() {
             if !c.lanes.is_power_of_two() || c.lanes > MAX_LANES {
-                return Err(format!(
-                    "{} lanes (a power of two up to {MAX_LANES} expected)",
-                    c.lanes
-                ));
+                return Err(format!("{} lanes (a power of two up to {MAX_LANES} expected)", c.lanes));
             }
             let alphabet = self.scheme.alphabet(self.dtype).unwrap_or(0);
             if c.freqs.len() != alphabet {
-                return Err(format!(
-                    "frequency table has {} entries, expected {alphabet}",
-                    c.freqs.len()
-                ));
+                return Err(format!("frequency table has {} entries, expected {alphabet}", c.freqs.len()));
             }
             self.frequency_table()?;
         }
@@ -192,15 +161,10 @@ impl TensorEntry {
             }
             next += t.count;
             if next > n {
-                return Err(format!(
-                    "tiles cover more than the {n} elements of the shape"
-                ));
+                return Err(format!("tiles cover more than the {n} elements of the shape"));
             }
             if t.offset % 4 != 0 {
-                return Err(format!(
-                    "tile {i} offset {} is not 4-byte aligned",
-                    t.offset
-                ));
+                return Err(format!("tile {i} offset {} is not 4-byte aligned", t.offset));
             }
             in_file(&format!("tile {i}"), t.offset, t.len)?;
             let min_len = match (&self.scheme, self.dtype.float_layout()) {
@@ -211,10 +175,7 @@ impl TensorEntry {
                 (s, _) => 8 * s.coder().map_or(0, |c| c.lanes as u64),
             };
             if t.len < min_len {
-                return Err(format!(
-                    "tile {i} has {} bytes, at least {min_len} needed",
-                    t.len
-                ));
+                return Err(format!("tile {i} has {} bytes, at least {min_len} needed", t.len));
             }
         }
         if next != n {
@@ -250,8 +211,7 @@ impl Header {
             if !names.insert(t.name.as_str()) {
                 return Err((None, format!("tensor name `{}` appears twice", t.name)));
             }
-            t.validate(file_len)
-                .map_err(|e| (Some(t.name.clone()), e))?;
+            t.validate(file_len).map_err(|e| (Some(t.name.clone()), e))?;
         }
         Ok(())
     }

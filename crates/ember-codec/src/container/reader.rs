@@ -63,14 +63,9 @@ impl Container {
             });
         };
         let pre: &[u8; PREAMBLE_LEN] = pre.try_into().expect("slice of preamble length");
-        let pre =
-            Preamble::parse(pre).ok_or_else(|| CodecError::BadMagic { path: path.clone() })?;
+        let pre = Preamble::parse(pre).ok_or_else(|| CodecError::BadMagic { path: path.clone() })?;
         if pre.version != FORMAT_VERSION {
-            return Err(CodecError::UnsupportedVersion {
-                path,
-                found: pre.version,
-                supported: FORMAT_VERSION,
-            });
+            return Err(CodecError::UnsupportedVersion { path, found: pre.version, supported: FORMAT_VERSION });
         }
         let end = pre.header_offset.checked_add(pre.header_len);
         let header_bytes = match end {
@@ -88,41 +83,16 @@ impl Container {
             }
         };
         if xxh3_64(header_bytes) != pre.header_xxh3 {
-            return Err(CodecError::HeaderChecksum {
-                path,
-                offset: pre.header_offset,
-            });
+            return Err(CodecError::HeaderChecksum { path, offset: pre.header_offset });
         }
-        let header: Header =
-            serde_json::from_slice(header_bytes).map_err(|e| CodecError::BadHeader {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        header
-            .validate(file_len)
-            .map_err(|(tensor, reason)| match tensor {
-                Some(tensor) => CodecError::BadTensor {
-                    path: path.clone(),
-                    tensor,
-                    reason,
-                },
-                None => CodecError::BadHeader {
-                    path: path.clone(),
-                    reason,
-                },
-            })?;
-        let index = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        Ok(Self {
-            path,
-            map,
-            header,
-            index,
-        })
+        let header: Header = serde_json::from_slice(header_bytes)
+            .map_err(|e| CodecError::BadHeader { path: path.clone(), reason: e.to_string() })?;
+        header.validate(file_len).map_err(|(tensor, reason)| match tensor {
+            Some(tensor) => CodecError::BadTensor { path: path.clone(), tensor, reason },
+            None => CodecError::BadHeader { path: path.clone(), reason },
+        })?;
+        let index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(Self { path, map, header, index })
     }
 
     /// The file's path.
@@ -150,9 +120,7 @@ impl Container {
         self.index
             .get(name)
             .map(|&i| &self.header.tensors[i])
-            .ok_or_else(|| {
-                CodecError::Usage(format!("{}: no tensor named `{name}`", self.path.display()))
-            })
+            .ok_or_else(|| CodecError::Usage(format!("{}: no tensor named `{name}`", self.path.display())))
     }
 
     /// Bytes a tensor's entry takes in the JSON header (its share of the index).
@@ -160,33 +128,18 @@ impl Container {
         serde_json::to_vec(t).map_or(0, |v| v.len() as u64)
     }
 
-    fn checked(
-        &self,
-        t: &TensorEntry,
-        part: String,
-        offset: u64,
-        len: u64,
-        xxh3: u64,
-    ) -> Result<&[u8]> {
+    fn checked(&self, t: &TensorEntry, part: String, offset: u64, len: u64, xxh3: u64) -> Result<&[u8]> {
         // Ranges were validated against the file length when it was opened.
         let bytes = &self.map[offset as usize..(offset + len) as usize];
         if xxh3_64(bytes) != xxh3 {
-            return Err(CodecError::Checksum {
-                path: self.path.clone(),
-                tensor: t.name.clone(),
-                part,
-                offset,
-            });
+            return Err(CodecError::Checksum { path: self.path.clone(), tensor: t.name.clone(), part, offset });
         }
         Ok(bytes)
     }
 
     /// Payload of tile `i` of `t`, checksum-verified.
     pub fn tile_bytes(&self, t: &TensorEntry, i: usize) -> Result<&[u8]> {
-        let r = t
-            .tiles
-            .get(i)
-            .ok_or_else(|| CodecError::Usage(format!("tensor `{}` has no tile {i}", t.name)))?;
+        let r = t.tiles.get(i).ok_or_else(|| CodecError::Usage(format!("tensor `{}` has no tile {i}", t.name)))?;
         self.checked(t, format!("tile {i}"), r.offset, r.len, r.xxh3)
     }
 
@@ -202,42 +155,27 @@ impl Container {
     pub fn verify_checksums(&self) -> Result<()> {
         self.tensors().par_iter().try_for_each(|t| {
             self.scales_bytes(t)?;
-            (0..t.tiles.len())
-                .into_par_iter()
-                .try_for_each(|i| self.tile_bytes(t, i).map(|_| ()))
+            (0..t.tiles.len()).into_par_iter().try_for_each(|i| self.tile_bytes(t, i).map(|_| ()))
         })
     }
 
     /// Prepares the per-tensor decode state (the slot table, scales).
     pub fn decoder<'a>(&'a self, t: &'a TensorEntry) -> Result<TensorDecoder<'a>> {
-        let bad = |reason: String| CodecError::BadTensor {
-            path: self.path.clone(),
-            tensor: t.name.clone(),
-            reason,
-        };
+        let bad = |reason: String| CodecError::BadTensor { path: self.path.clone(), tensor: t.name.clone(), reason };
         let table = t.frequency_table().map_err(bad)?;
         let kind = match (&t.scheme, table) {
             (Scheme::Raw, _) => DecoderKind::Raw,
-            (Scheme::Lossless { coder, .. }, Some(table)) => DecoderKind::Lossless(
-                LosslessDecoder::new(t.dtype, coder.lanes, &table).map_err(bad)?,
-            ),
+            (Scheme::Lossless { coder, .. }, Some(table)) => {
+                DecoderKind::Lossless(LosslessDecoder::new(t.dtype, coder.lanes, &table).map_err(bad)?)
+            }
             (s, Some(table)) => {
-                let q = t
-                    .quant_kind()
-                    .ok_or_else(|| bad("not a quantised scheme".into()))?;
+                let q = t.quant_kind().ok_or_else(|| bad("not a quantised scheme".into()))?;
                 let lanes = s.coder().map_or(1, |c| c.lanes);
-                DecoderKind::Quant(
-                    QuantDecoder::new(q, rows_cols(&t.shape).1, lanes, &table).map_err(bad)?,
-                )
+                DecoderKind::Quant(QuantDecoder::new(q, rows_cols(&t.shape).1, lanes, &table).map_err(bad)?)
             }
             (_, None) => return Err(bad("coded tensor without a frequency table".into())),
         };
-        Ok(TensorDecoder {
-            container: self,
-            entry: t,
-            scales: self.scales_bytes(t)?,
-            kind,
-        })
+        Ok(TensorDecoder { container: self, entry: t, scales: self.scales_bytes(t)?, kind })
     }
 
     /// Decodes a whole tensor on the host, tiles in parallel on the rayon pool.
@@ -245,11 +183,7 @@ impl Container {
         let dtype = t.decoded_dtype();
         let mut data = vec![0u8; t.elements() as usize * dtype.size()];
         self.decode_into(t, &mut data)?;
-        Ok(DecodedTensor {
-            shape: t.shape.clone(),
-            dtype,
-            data,
-        })
+        Ok(DecodedTensor { shape: t.shape.clone(), dtype, data })
     }
 
     /// Decodes a whole tensor into `out`, which must hold `elements × decoded dtype size` bytes.
@@ -274,9 +208,7 @@ impl Container {
         parts
             .into_par_iter()
             .enumerate()
-            .try_for_each_init(Vec::new, |scratch, (i, part)| {
-                dec.decode_tile(i, part, scratch)
-            })
+            .try_for_each_init(Vec::new, |scratch, (i, part)| dec.decode_tile(i, part, scratch))
     }
 }
 
@@ -309,10 +241,7 @@ impl TensorDecoder<'_> {
             reason,
         };
         if out.len() as u64 != tile.count * t.decoded_dtype().size() as u64 {
-            return Err(CodecError::Usage(format!(
-                "tile {i} of `{}`: wrong output length",
-                t.name
-            )));
+            return Err(CodecError::Usage(format!("tile {i} of `{}`: wrong output length", t.name)));
         }
         match &self.kind {
             DecoderKind::Raw => {
@@ -320,9 +249,9 @@ impl TensorDecoder<'_> {
                 Ok(())
             }
             DecoderKind::Lossless(d) => d.decode_tile(payload, out, scratch).map_err(corrupt),
-            DecoderKind::Quant(d) => d
-                .decode_tile(payload, tile.start as usize, self.scales, out, scratch)
-                .map_err(corrupt),
+            DecoderKind::Quant(d) => {
+                d.decode_tile(payload, tile.start as usize, self.scales, out, scratch).map_err(corrupt)
+            }
         }
     }
 }

@@ -44,10 +44,7 @@ impl ContainerWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let prefix = format!(
-            ".{}.",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("ember")
-        );
+        let prefix = format!(".{}.", path.file_name().and_then(|n| n.to_str()).unwrap_or("ember"));
         let tmp = tempfile::Builder::new()
             .prefix(&prefix)
             .suffix(".tmp")
@@ -55,15 +52,8 @@ impl ContainerWriter {
             .map_err(|e| CodecError::io(&path, e))?;
         let file = tmp.reopen().map_err(|e| CodecError::io(&path, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&[0u8; PREAMBLE_LEN])
-            .map_err(|e| CodecError::io(&path, e))?;
-        Ok(Self {
-            path,
-            tmp,
-            out,
-            pos: PREAMBLE_LEN as u64,
-            header: Header::default(),
-        })
+        out.write_all(&[0u8; PREAMBLE_LEN]).map_err(|e| CodecError::io(&path, e))?;
+        Ok(Self { path, tmp, out, pos: PREAMBLE_LEN as u64, header: Header::default() })
     }
 
     /// Records a metadata key (e.g. the source file).
@@ -72,11 +62,7 @@ impl ContainerWriter {
     }
 
     fn write_at_alignment(&mut self, bytes: &[u8], align64: bool) -> Result<u64> {
-        let start = if align64 {
-            align_data(self.pos)
-        } else {
-            self.pos.next_multiple_of(4)
-        };
+        let start = if align64 { align_data(self.pos) } else { self.pos.next_multiple_of(4) };
         let pad = (start - self.pos) as usize;
         self.out
             .write_all(&[0u8; 64][..pad])
@@ -89,11 +75,7 @@ impl ContainerWriter {
     /// Appends an encoded tensor; its first tile starts 64-byte aligned.
     pub fn add(&mut self, t: EncodedTensor) -> Result<&TensorEntry> {
         if self.header.tensors.iter().any(|e| e.name == t.name) {
-            return Err(CodecError::Usage(format!(
-                "{}: tensor `{}` added twice",
-                self.path.display(),
-                t.name
-            )));
+            return Err(CodecError::Usage(format!("{}: tensor `{}` added twice", self.path.display(), t.name)));
         }
         let mut tiles = Vec::with_capacity(t.tiles.len());
         for (i, (span, payload)) in t.tiles.iter().enumerate() {
@@ -107,11 +89,9 @@ impl ContainerWriter {
             });
         }
         let scales = match &t.scales {
-            Some(s) => Some(BlobRef {
-                offset: self.write_at_alignment(s, true)?,
-                len: s.len() as u64,
-                xxh3: xxh3_64(s),
-            }),
+            Some(s) => {
+                Some(BlobRef { offset: self.write_at_alignment(s, true)?, len: s.len() as u64, xxh3: xxh3_64(s) })
+            }
             None => None,
         };
         self.header.tensors.push(TensorEntry {
@@ -129,10 +109,8 @@ impl ContainerWriter {
     /// Writes the header and the preamble, syncs, and renames the file into place.
     /// Returns the file's length.
     pub fn finish(mut self) -> Result<u64> {
-        let header = serde_json::to_vec(&self.header).map_err(|e| CodecError::BadHeader {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
+        let header = serde_json::to_vec(&self.header)
+            .map_err(|e| CodecError::BadHeader { path: self.path.clone(), reason: e.to_string() })?;
         let header_offset = self.write_at_alignment(&header, true)?;
         let preamble = Preamble {
             version: FORMAT_VERSION,
@@ -143,17 +121,12 @@ impl ContainerWriter {
         };
         let io = |e| CodecError::io(&self.path, e);
         self.out.flush().map_err(io)?;
-        let mut file = self
-            .out
-            .into_inner()
-            .map_err(|e| CodecError::io(&self.path, e.into_error()))?;
+        let mut file = self.out.into_inner().map_err(|e| CodecError::io(&self.path, e.into_error()))?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&preamble.to_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);
-        self.tmp
-            .persist(&self.path)
-            .map_err(|e| CodecError::io(&self.path, e.error))?;
+        self.tmp.persist(&self.path).map_err(|e| CodecError::io(&self.path, e.error))?;
         if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             // Make the rename itself durable; not all platforms allow syncing a directory.
             let _ = File::open(dir).and_then(|d| d.sync_all());

@@ -45,9 +45,7 @@ pub fn encode_lanes(symbols: &[u8], lanes: usize, table: &FrequencyTable) -> Lan
     let n = table.prob_bits();
     let mut states = vec![STATE_LOWER; lanes];
     let per_lane_hint = symbols.len() / lanes / 4 + 1;
-    let mut words: Vec<Vec<u16>> = (0..lanes)
-        .map(|_| Vec::with_capacity(per_lane_hint))
-        .collect();
+    let mut words: Vec<Vec<u16>> = (0..lanes).map(|_| Vec::with_capacity(per_lane_hint)).collect();
     for (i, &s) in symbols.iter().enumerate().rev() {
         let lane = i % lanes;
         let (f, c) = table.get(s);

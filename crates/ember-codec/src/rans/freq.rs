@@ -28,9 +28,7 @@ impl FrequencyTable {
         let total_prob = 1u64 << prob_bits;
         let present = counts.iter().filter(|&&c| c > 0).count() as u64;
         if present > total_prob {
-            return Err(format!(
-                "{present} distinct symbols do not fit in {prob_bits}-bit probabilities"
-            ));
+            return Err(format!("{present} distinct symbols do not fit in {prob_bits}-bit probabilities"));
         }
         let total: u64 = counts.iter().sum();
         let mut freqs = vec![0u32; counts.len()];
@@ -42,8 +40,7 @@ impl FrequencyTable {
         }
         for (f, &c) in freqs.iter_mut().zip(counts) {
             if c > 0 {
-                let scaled =
-                    ((c as u128 * total_prob as u128 + total as u128 / 2) / total as u128) as u64;
+                let scaled = ((c as u128 * total_prob as u128 + total as u128 / 2) / total as u128) as u64;
                 *f = scaled.clamp(1, total_prob) as u32;
             }
         }
@@ -57,11 +54,7 @@ impl FrequencyTable {
                     continue;
                 }
                 let f = f as f64;
-                let delta = if grow {
-                    -(c as f64) * ((f + 1.0) / f).log2()
-                } else {
-                    c as f64 * (f / (f - 1.0)).log2()
-                };
+                let delta = if grow { -(c as f64) * ((f + 1.0) / f).log2() } else { c as f64 * (f / (f - 1.0)).log2() };
                 if best.is_none_or(|(_, d)| delta < d) {
                     best = Some((s, delta));
                 }
@@ -84,10 +77,7 @@ impl FrequencyTable {
     pub fn from_freqs(freqs: Vec<u32>, prob_bits: u32) -> Result<Self, String> {
         check_prob_bits(prob_bits)?;
         if freqs.is_empty() || freqs.len() > 256 {
-            return Err(format!(
-                "frequency table has {} entries (1..=256 allowed)",
-                freqs.len()
-            ));
+            return Err(format!("frequency table has {} entries (1..=256 allowed)", freqs.len()));
         }
         let mut cums = Vec::with_capacity(freqs.len());
         let mut acc = 0u64;
@@ -98,11 +88,7 @@ impl FrequencyTable {
         if acc != 1u64 << prob_bits {
             return Err(format!("frequencies sum to {acc}, expected 2^{prob_bits}"));
         }
-        Ok(Self {
-            prob_bits,
-            freqs,
-            cums,
-        })
+        Ok(Self { prob_bits, freqs, cums })
     }
 
     /// Probability precision in bits.
@@ -133,13 +119,7 @@ impl FrequencyTable {
             .iter()
             .zip(&self.freqs)
             .filter(|(&c, _)| c > 0)
-            .map(|(&c, &f)| {
-                if f == 0 {
-                    f64::INFINITY
-                } else {
-                    c as f64 * (self.prob_bits as f64 - (f as f64).log2())
-                }
-            })
+            .map(|(&c, &f)| if f == 0 { f64::INFINITY } else { c as f64 * (self.prob_bits as f64 - (f as f64).log2()) })
             .sum()
     }
 }
@@ -148,9 +128,7 @@ fn check_prob_bits(prob_bits: u32) -> Result<(), String> {
     if (MIN_PROB_BITS..=MAX_PROB_BITS).contains(&prob_bits) {
         Ok(())
     } else {
-        Err(format!(
-            "prob_bits {prob_bits} outside {MIN_PROB_BITS}..={MAX_PROB_BITS}"
-        ))
+        Err(format!("prob_bits {prob_bits} outside {MIN_PROB_BITS}..={MAX_PROB_BITS}"))
     }
 }
 

@@ -15,7 +15,7 @@ mod decoder;
 mod encoder;
 mod freq;
 
-pub use decoder::{decode_lanes, DecodeTable, RansError};
+pub use decoder::{decode_lanes, decode_lanes_with, DecodeTable, LaneOutput, RansError, Simd};
 pub use encoder::{encode_lanes, LaneStreams};
 pub use freq::{FrequencyTable, MAX_PROB_BITS, MIN_PROB_BITS};
 
@@ -37,14 +37,7 @@ mod tests {
         let streams = encode_lanes(symbols, lanes, &table);
         let (ends, words) = streams.concat_words();
         let mut out = vec![0u8; symbols.len()];
-        decode_lanes(
-            &streams.states,
-            &ends,
-            &words,
-            &table.decode_table(),
-            &mut out,
-        )
-        .unwrap();
+        decode_lanes(&streams.states, &ends, &words, &table.decode_table(), LaneOutput::Symbols(&mut out)).unwrap();
         assert_eq!(out, symbols);
     }
 
@@ -54,9 +47,7 @@ mod tests {
         round_trip(&[3], 4, 32, 12);
         round_trip(&[0; 1000], 4, 32, 12);
         round_trip(&[1, 2, 3, 1, 2, 3, 0, 0, 0], 4, 1, 8);
-        let many: Vec<u8> = (0..100_003u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-            .collect();
+        let many: Vec<u8> = (0..100_003u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
         round_trip(&many, 256, 32, 12);
         round_trip(&many, 256, 4, 8);
     }
@@ -67,9 +58,7 @@ mod tests {
         let mut x = 12345u64;
         let symbols: Vec<u8> = (0..200_000)
             .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((x >> 33).trailing_zeros().min(40) + 100) as u8
             })
             .collect();
@@ -79,9 +68,6 @@ mod tests {
         let table = FrequencyTable::from_counts(&counts, 12).unwrap();
         let bytes = encode_lanes(&symbols, 32, &table).payload_bytes();
         let bound = crate::entropy::order0_bits(&counts) / 8.0;
-        assert!(
-            (bytes as f64) < bound * 1.01 + 32.0 * 8.0,
-            "{bytes} vs bound {bound}"
-        );
+        assert!((bytes as f64) < bound * 1.01 + 32.0 * 8.0, "{bytes} vs bound {bound}");
     }
 }

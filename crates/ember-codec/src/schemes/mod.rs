@@ -69,13 +69,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self {
-            tile_elems: DEFAULT_TILE_ELEMS,
-            lanes: 32,
-            prob_bits: 12,
-            int4_block: 32,
-            int4_asymmetric: false,
-        }
+        Self { tile_elems: DEFAULT_TILE_ELEMS, lanes: 32, prob_bits: 12, int4_block: 32, int4_asymmetric: false }
     }
 }
 
@@ -144,9 +138,7 @@ impl Scheme {
     pub fn coder(&self) -> Option<&RansParams> {
         match self {
             Scheme::Raw => None,
-            Scheme::Lossless { coder, .. }
-            | Scheme::Int8 { coder }
-            | Scheme::Int4 { coder, .. } => Some(coder),
+            Scheme::Lossless { coder, .. } | Scheme::Int8 { coder } | Scheme::Int4 { coder, .. } => Some(coder),
         }
     }
 
@@ -192,8 +184,7 @@ pub struct EncodedTensor {
 impl EncodedTensor {
     /// Bytes of tiles and side data.
     pub fn stored_bytes(&self) -> u64 {
-        self.tiles.iter().map(|(_, p)| p.len() as u64).sum::<u64>()
-            + self.scales.as_ref().map_or(0, |s| s.len() as u64)
+        self.tiles.iter().map(|(_, p)| p.len() as u64).sum::<u64>() + self.scales.as_ref().map_or(0, |s| s.len() as u64)
     }
 }
 
@@ -215,10 +206,7 @@ pub fn encode_tensor(
     kind: SchemeKind,
     opts: &EncodeOptions,
 ) -> crate::Result<EncodedTensor> {
-    let err = |reason: String| crate::CodecError::Encode {
-        tensor: name.to_string(),
-        reason,
-    };
+    let err = |reason: String| crate::CodecError::Encode { tensor: name.to_string(), reason };
     let n = shape
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
@@ -231,25 +219,15 @@ pub fn encode_tensor(
         )));
     }
     if !opts.lanes.is_power_of_two() || opts.lanes > crate::tile::MAX_LANES {
-        return Err(err(format!(
-            "lanes must be a power of two up to {}, got {}",
-            crate::tile::MAX_LANES,
-            opts.lanes
-        )));
+        return Err(err(format!("lanes must be a power of two up to {}, got {}", crate::tile::MAX_LANES, opts.lanes)));
     }
     if kind != SchemeKind::Raw && dtype.float_layout().is_none() {
-        return Err(err(format!(
-            "scheme {kind} needs a F32, F16 or BF16 tensor, not {dtype}"
-        )));
+        return Err(err(format!("scheme {kind} needs a F32, F16 or BF16 tensor, not {dtype}")));
     }
     if kind == SchemeKind::Int4 && opts.int4_block == 0 {
         return Err(err("int4 block length must be at least 1".into()));
     }
-    let align = if kind == SchemeKind::Int4 {
-        opts.int4_block as u64
-    } else {
-        1
-    };
+    let align = if kind == SchemeKind::Int4 { opts.int4_block as u64 } else { 1 };
     let spans = plan_tiles(shape, opts.tile_elems as u64, align);
     let mut out = match kind {
         SchemeKind::Raw => {
@@ -257,8 +235,7 @@ pub fn encode_tensor(
             let tiles = spans
                 .iter()
                 .map(|s| {
-                    let mut p =
-                        data[s.start as usize * size..(s.start + s.count) as usize * size].to_vec();
+                    let mut p = data[s.start as usize * size..(s.start + s.count) as usize * size].to_vec();
                     p.resize(p.len().next_multiple_of(4), 0);
                     (*s, p)
                 })
@@ -273,9 +250,7 @@ pub fn encode_tensor(
                 entropy_bound_bytes: data.len() as u64,
             }
         }
-        SchemeKind::Lossless => {
-            lossless::encode(name, dtype, shape, data, &spans, opts).map_err(err)?
-        }
+        SchemeKind::Lossless => lossless::encode(name, dtype, shape, data, &spans, opts).map_err(err)?,
         SchemeKind::Int8 | SchemeKind::Int4 => {
             quant::encode(name, dtype, shape, data, &spans, kind, opts).map_err(err)?
         }
@@ -313,28 +288,14 @@ pub(crate) fn code_tiles(
             let ts = tile_symbols(span);
             let streams = encode_lanes(&ts.symbols, lanes, &table);
             let (ends, words) = streams.concat_words();
-            (
-                span,
-                write_coded_tile(&streams.states, &ends, &ts.raw, &words),
-            )
+            (span, write_coded_tile(&streams.states, &ends, &ts.raw, &words))
         })
         .collect();
-    Ok((
-        RansParams {
-            lanes: opts.lanes,
-            prob_bits: opts.prob_bits,
-            freqs: table.freqs().to_vec(),
-        },
-        tiles,
-    ))
+    Ok((RansParams { lanes: opts.lanes, prob_bits: opts.prob_bits, freqs: table.freqs().to_vec() }, tiles))
 }
 
 /// Counts symbols over all elements in parallel.
-pub(crate) fn par_histogram(
-    n: usize,
-    alphabet: usize,
-    symbol: impl Fn(usize) -> u8 + Sync,
-) -> Vec<u64> {
+pub(crate) fn par_histogram(n: usize, alphabet: usize, symbol: impl Fn(usize) -> u8 + Sync) -> Vec<u64> {
     const CHUNK: usize = 1 << 16;
     (0..n.div_ceil(CHUNK))
         .into_par_iter()

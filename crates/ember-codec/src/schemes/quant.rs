@@ -8,21 +8,17 @@
 
 use half::f16;
 
-use super::{
-    code_tiles, par_histogram, EncodeOptions, EncodedTensor, Scheme, SchemeKind, TileSymbols,
-};
+use super::{code_tiles, par_histogram, EncodeOptions, EncodedTensor, Scheme, SchemeKind, TileSymbols};
 use crate::dtype::Dtype;
 use crate::entropy::order0_bits;
-use crate::rans::{decode_lanes, DecodeTable, FrequencyTable};
+use crate::rans::{decode_lanes, DecodeTable, FrequencyTable, LaneOutput};
 use crate::tile::{read_coded_tile, rows_cols, TileSpan};
 
 fn finite_values(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, String> {
     let n = data.len() / dtype.size();
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
-        let x = dtype
-            .read_f32(data, i)
-            .ok_or_else(|| format!("{dtype} is not a float type"))?;
+        let x = dtype.read_f32(data, i).ok_or_else(|| format!("{dtype} is not a float type"))?;
         if !x.is_finite() {
             return Err(format!(
                 "element {i} of `{name}` is {x}: quantised schemes need finite values (use --scheme lossless)"
@@ -74,8 +70,7 @@ pub(super) fn encode(
                 for b0 in (0..cols).step_by(block) {
                     let range = r * cols + b0..r * cols + (b0 + block).min(cols);
                     let blk = &values[range.clone()];
-                    let too_big =
-                        || format!("a block of `{name}` exceeds the f16 range of int4 scales");
+                    let too_big = || format!("a block of `{name}` exceeds the f16 range of int4 scales");
                     if opts.int4_asymmetric {
                         let mn = blk.iter().fold(f32::INFINITY, |m, &x| m.min(x));
                         let mx = blk.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -114,11 +109,7 @@ pub(super) fn encode(
     })?;
     let scheme = match kind {
         SchemeKind::Int8 => Scheme::Int8 { coder },
-        _ => Scheme::Int4 {
-            coder,
-            block: opts.int4_block,
-            asymmetric: opts.int4_asymmetric,
-        },
+        _ => Scheme::Int4 { coder, block: opts.int4_block, asymmetric: opts.int4_asymmetric },
     };
     Ok(EncodedTensor {
         name: name.into(),
@@ -171,25 +162,12 @@ pub struct QuantDecoder {
 
 impl QuantDecoder {
     /// Prepares the decoder; `cols` is the tensor's last dimension.
-    pub fn new(
-        kind: QuantKind,
-        cols: u64,
-        lanes: u32,
-        table: &FrequencyTable,
-    ) -> Result<Self, String> {
+    pub fn new(kind: QuantKind, cols: u64, lanes: u32, table: &FrequencyTable) -> Result<Self, String> {
         let alphabet = if kind == QuantKind::Int8 { 256 } else { 16 };
         if table.freqs().len() != alphabet {
-            return Err(format!(
-                "frequency table has {} entries, expected {alphabet}",
-                table.freqs().len()
-            ));
+            return Err(format!("frequency table has {} entries, expected {alphabet}", table.freqs().len()));
         }
-        Ok(Self {
-            kind,
-            cols: cols.max(1) as usize,
-            lanes: lanes as usize,
-            table: table.decode_table(),
-        })
+        Ok(Self { kind, cols: cols.max(1) as usize, lanes: lanes as usize, table: table.decode_table() })
     }
 
     /// Decodes the tile starting at element `start` into `out` (little-endian f32, 4 bytes per
@@ -206,42 +184,44 @@ impl QuantDecoder {
         let tile = read_coded_tile(payload, self.lanes, 0)?;
         symbols.clear();
         symbols.resize(count, 0);
-        decode_lanes(
-            &tile.states,
-            &tile.lane_ends,
-            &tile.words,
-            &self.table,
-            symbols,
-        )
-        .map_err(|e| e.to_string())?;
-        let f32_at = |k: usize| {
-            f32::from_le_bytes([
-                scales[4 * k],
-                scales[4 * k + 1],
-                scales[4 * k + 2],
-                scales[4 * k + 3],
-            ])
-        };
-        let f16_at = |k: usize| {
-            f16::from_bits(u16::from_le_bytes([scales[2 * k], scales[2 * k + 1]])).to_f32()
-        };
+        decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &self.table, LaneOutput::Symbols(symbols))
+            .map_err(|e| e.to_string())?;
+        let f32_at =
+            |k: usize| f32::from_le_bytes([scales[4 * k], scales[4 * k + 1], scales[4 * k + 2], scales[4 * k + 3]]);
+        let f16_at = |k: usize| f16::from_bits(u16::from_le_bytes([scales[2 * k], scales[2 * k + 1]])).to_f32();
+        // Walk row segments so the row and block indices are computed once per segment.
         let cols = self.cols;
-        for (i, (o, &s)) in out.chunks_exact_mut(4).zip(symbols.iter()).enumerate() {
-            let e = start + i;
-            let (row, col) = (e / cols, e % cols);
-            let v = match self.kind {
-                QuantKind::Int8 => (s as i8) as f32 * f32_at(row),
-                QuantKind::Int4Symmetric { block } => {
-                    let b = row * cols.div_ceil(block) + col / block;
-                    (s as i32 - 8) as f32 * f16_at(b)
+        let mut e = start;
+        let mut done = 0;
+        while done < count {
+            let (row, col0) = (e / cols, e % cols);
+            let len = (cols - col0).min(count - done);
+            let outs = out[4 * done..4 * (done + len)].chunks_exact_mut(4);
+            let codes = &symbols[done..done + len];
+            match self.kind {
+                QuantKind::Int8 => {
+                    let scale = f32_at(row);
+                    for (o, &s) in outs.zip(codes) {
+                        o.copy_from_slice(&((s as i8) as f32 * scale).to_le_bytes());
+                    }
                 }
-                QuantKind::Int4Asymmetric { block } => {
-                    let b = row * cols.div_ceil(block) + col / block;
-                    let product = s as f32 * f16_at(2 * b);
-                    product + f16_at(2 * b + 1)
+                QuantKind::Int4Symmetric { block } | QuantKind::Int4Asymmetric { block } => {
+                    let first_block = row * cols.div_ceil(block);
+                    let asym = matches!(self.kind, QuantKind::Int4Asymmetric { .. });
+                    for (k, (o, &s)) in outs.zip(codes).enumerate() {
+                        let b = first_block + (col0 + k) / block;
+                        let v = if asym {
+                            let product = s as f32 * f16_at(2 * b);
+                            product + f16_at(2 * b + 1)
+                        } else {
+                            (s as i32 - 8) as f32 * f16_at(b)
+                        };
+                        o.copy_from_slice(&v.to_le_bytes());
+                    }
                 }
-            };
-            o.copy_from_slice(&v.to_le_bytes());
+            }
+            e += len;
+            done += len;
         }
         Ok(())
     }
