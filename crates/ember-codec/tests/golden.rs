@@ -1,0 +1,79 @@
+//! Golden file: the format is frozen. Encoding fixed data must produce exactly the committed
+//! bytes, and the committed file must keep decoding to the same values. A deliberate format
+//! change bumps the version and re-blesses with `EMBER_BLESS=1 cargo test -p ember-codec --test golden`.
+
+use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1.ember");
+
+fn fixed_tensors() -> Vec<(&'static str, Dtype, Vec<u64>, Vec<u8>, SchemeKind, EncodeOptions)> {
+    let small = EncodeOptions { tile_elems: 40, lanes: 4, prob_bits: 10, int4_block: 8, int4_asymmetric: false };
+    let bf16: Vec<u8> =
+        (0..96u32).flat_map(|i| half::bf16::from_f32((i as f32 - 48.0) * 0.013).to_bits().to_le_bytes()).collect();
+    let f16: Vec<u8> = (0..50u32).flat_map(|i| half::f16::from_f32(i as f32 * -0.7).to_bits().to_le_bytes()).collect();
+    let f32s: Vec<u8> = (0..60u32).flat_map(|i| ((i as f32).sin() * 0.1).to_le_bytes()).collect();
+    vec![
+        ("bf16.lossless", Dtype::BF16, vec![8, 12], bf16.clone(), SchemeKind::Lossless, small.clone()),
+        ("f16.lossless", Dtype::F16, vec![50], f16, SchemeKind::Lossless, small.clone()),
+        ("f32.lossless", Dtype::F32, vec![6, 10], f32s.clone(), SchemeKind::Lossless, small.clone()),
+        ("f32.int8", Dtype::F32, vec![6, 10], f32s.clone(), SchemeKind::Int8, small.clone()),
+        ("f32.int4", Dtype::F32, vec![6, 10], f32s.clone(), SchemeKind::Int4, small.clone()),
+        (
+            "f32.int4a",
+            Dtype::F32,
+            vec![6, 10],
+            f32s,
+            SchemeKind::Int4,
+            EncodeOptions { int4_asymmetric: true, ..small.clone() },
+        ),
+        ("bf16.raw", Dtype::BF16, vec![96], bf16, SchemeKind::Raw, small),
+    ]
+}
+
+fn encode_all(path: &std::path::Path) {
+    let mut w = ContainerWriter::create(path).unwrap();
+    w.set_metadata("producer", "ember golden test");
+    for (name, dtype, shape, data, scheme, opts) in fixed_tensors() {
+        w.add(encode_tensor(name, dtype, &shape, &data, scheme, &opts).unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn encoding_is_byte_for_byte_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.ember");
+    encode_all(&fresh);
+    let fresh = std::fs::read(&fresh).unwrap();
+    if std::env::var_os("EMBER_BLESS").is_some() {
+        std::fs::write(GOLDEN, &fresh).unwrap();
+    }
+    let golden = std::fs::read(GOLDEN).expect("tests/golden/v1.ember (bless with EMBER_BLESS=1)");
+    assert!(fresh == golden, "the encoder's output changed: the .ember v1 format must stay stable");
+}
+
+#[test]
+fn the_golden_file_decodes_to_known_values() {
+    let c = Container::open(GOLDEN).unwrap();
+    c.verify_checksums().unwrap();
+    for (name, dtype, shape, data, scheme, _) in fixed_tensors() {
+        let t = c.get(name).unwrap();
+        assert_eq!((t.dtype, &t.shape, t.scheme.kind()), (dtype, &shape, scheme));
+        let d = c.decode(t).unwrap();
+        match scheme {
+            SchemeKind::Lossless | SchemeKind::Raw => assert_eq!(d.data, data, "{name}"),
+            _ => {
+                let orig: Vec<f32> = data.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                let tol = if scheme == SchemeKind::Int8 { 0.1 / 127.0 } else { 0.1 / 7.0 };
+                for (a, b) in d.to_f32().unwrap().iter().zip(orig) {
+                    assert!((a - b).abs() <= tol, "{name}: {a} vs {b}");
+                }
+            }
+        }
+    }
+    // A few values pinned by hand, so a silently re-blessed file is still caught.
+    let q = c.decode(c.get("f32.int8").unwrap()).unwrap().to_f32().unwrap();
+    let row0_max = (0..10).map(|i| ((i as f32).sin() * 0.1).abs()).fold(0f32, f32::max);
+    assert_eq!(q[0], 0.0);
+    assert_eq!(q[8], 127.0 * (row0_max / 127.0) * if (8f32).sin() > 0.0 { 1.0 } else { -1.0 });
+}

@@ -1,0 +1,199 @@
+//! Bad input never panics, hangs or allocates wildly: every corruption is a clear error naming
+//! the file (and the tensor where there is one).
+
+use std::path::{Path, PathBuf};
+
+use ember_codec::container::{Preamble, PREAMBLE_LEN};
+use ember_codec::{encode_tensor, CodecError, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+
+fn sample_file(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let path = dir.join("good.ember");
+    let opts = EncodeOptions { tile_elems: 512, ..EncodeOptions::default() };
+    let vals: Vec<u8> = (0..4096u32)
+        .flat_map(|i| half::bf16::from_f32(((i * 7919) % 1013) as f32 * 1e-3 - 0.5).to_bits().to_le_bytes())
+        .collect();
+    let f32s: Vec<u8> = (0..600u32).flat_map(|i| (i as f32 * 0.25 - 3.0).to_le_bytes()).collect();
+    let mut w = ContainerWriter::create(&path).unwrap();
+    w.add(encode_tensor("layers.0.weight", Dtype::BF16, &[64, 64], &vals, SchemeKind::Lossless, &opts).unwrap())
+        .unwrap();
+    w.add(encode_tensor("layers.0.q", Dtype::F32, &[20, 30], &f32s, SchemeKind::Int8, &opts).unwrap()).unwrap();
+    w.add(encode_tensor("layers.0.q4", Dtype::F32, &[20, 30], &f32s, SchemeKind::Int4, &opts).unwrap()).unwrap();
+    w.add(encode_tensor("norm", Dtype::F32, &[600], &f32s, SchemeKind::Raw, &opts).unwrap()).unwrap();
+    w.finish().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+/// Opens `bytes` as a file and decodes everything; returns the first error.
+fn open_and_decode(dir: &Path, bytes: &[u8]) -> Result<(), CodecError> {
+    let path = dir.join("bad.ember");
+    std::fs::write(&path, bytes).unwrap();
+    let c = Container::open(&path)?;
+    c.verify_checksums()?;
+    for t in c.tensors() {
+        c.decode(t)?;
+    }
+    Ok(())
+}
+
+fn assert_names_file(e: &CodecError) {
+    let msg = e.to_string();
+    assert!(msg.contains("bad.ember"), "error does not name the file: {msg}");
+}
+
+/// Rewrites the header (keeping a valid checksum), as a forger or a buggy writer would.
+fn with_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let pre = Preamble::parse(bytes[..PREAMBLE_LEN].try_into().unwrap()).unwrap();
+    let header = &bytes[pre.header_offset as usize..(pre.header_offset + pre.header_len) as usize];
+    let mut v: serde_json::Value = serde_json::from_slice(header).unwrap();
+    edit(&mut v);
+    let new_header = serde_json::to_vec(&v).unwrap();
+    let mut out = bytes[..pre.header_offset as usize].to_vec();
+    out.extend_from_slice(&new_header);
+    let new_pre =
+        Preamble { header_len: new_header.len() as u64, header_xxh3: xxhash_rust::xxh3::xxh3_64(&new_header), ..pre };
+    out[..PREAMBLE_LEN].copy_from_slice(&new_pre.to_bytes());
+    out
+}
+
+#[test]
+fn the_sample_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = sample_file(dir.path());
+    open_and_decode(dir.path(), &bytes).unwrap();
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = sample_file(dir.path());
+    let step = (bytes.len() / 97).max(1);
+    for cut in (0..bytes.len()).step_by(step).chain([1, 8, 63, 64, 65, bytes.len() - 1]) {
+        let e = open_and_decode(dir.path(), &bytes[..cut]).expect_err("truncated file accepted");
+        assert_names_file(&e);
+    }
+}
+
+#[test]
+fn every_flipped_byte_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = sample_file(dir.path());
+    let step = (bytes.len() / 300).max(1);
+    for pos in (0..bytes.len()).step_by(step) {
+        if (40..PREAMBLE_LEN).contains(&pos) {
+            continue; // reserved preamble bytes are ignored by version 1 readers
+        }
+        let mut b = bytes.clone();
+        b[pos] ^= 0x41;
+        match open_and_decode(dir.path(), &b) {
+            Ok(()) => {
+                // Only padding between tiles may change without consequence.
+                let c = Container::open(dir.path().join("bad.ember")).unwrap();
+                let inside = c.tensors().iter().any(|t| {
+                    t.tiles.iter().any(|r| (r.offset..r.offset + r.len).contains(&(pos as u64)))
+                        || t.scales.is_some_and(|s| (s.offset..s.offset + s.len).contains(&(pos as u64)))
+                });
+                assert!(!inside, "flipped byte {pos} inside data went unnoticed");
+            }
+            Err(e) => assert_names_file(&e),
+        }
+    }
+}
+
+#[test]
+fn wrong_magic_and_version_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = sample_file(dir.path());
+    let mut b = bytes.clone();
+    b[1] = b'X';
+    assert!(matches!(open_and_decode(dir.path(), &b), Err(CodecError::BadMagic { .. })));
+    let mut b = bytes.clone();
+    b[8] = 9;
+    let e = open_and_decode(dir.path(), &b).unwrap_err();
+    assert!(matches!(e, CodecError::UnsupportedVersion { found: 9, .. }), "{e}");
+    assert!(open_and_decode(dir.path(), b"").is_err());
+    assert!(open_and_decode(dir.path(), b"PK\x03\x04 this is a zip").is_err());
+}
+
+#[test]
+fn tile_corruption_names_tensor_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = sample_file(dir.path());
+    let c = Container::open(&path).unwrap();
+    let tile = c.get("layers.0.q").unwrap().tiles[1];
+    drop(c);
+    let mut b = bytes.clone();
+    b[tile.offset as usize + 40] ^= 1;
+    let e = open_and_decode(dir.path(), &b).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("layers.0.q") && msg.contains(&tile.offset.to_string()), "{msg}");
+}
+
+#[test]
+fn forged_headers_are_rejected_before_any_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = sample_file(dir.path());
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("huge shape", Box::new(|v| v["tensors"][0]["shape"] = serde_json::json!([1u64 << 40, 1u64 << 40]))),
+        ("shape without data", Box::new(|v| v["tensors"][0]["shape"] = serde_json::json!([1u64 << 30, 64]))),
+        ("tile past the end", Box::new(|v| v["tensors"][0]["tiles"][0][0] = serde_json::json!(1u64 << 50))),
+        ("overflowing tile", Box::new(|v| v["tensors"][0]["tiles"][0][1] = serde_json::json!(u64::MAX))),
+        ("tile count too large", Box::new(|v| v["tensors"][0]["tiles"][0][3] = serde_json::json!(1u64 << 40))),
+        ("gap between tiles", Box::new(|v| v["tensors"][0]["tiles"][1][2] = serde_json::json!(7))),
+        ("lanes not a power of two", Box::new(|v| v["tensors"][0]["scheme"]["coder"]["lanes"] = serde_json::json!(3))),
+        ("too many lanes", Box::new(|v| v["tensors"][0]["scheme"]["coder"]["lanes"] = serde_json::json!(1u64 << 31))),
+        ("bad table sum", Box::new(|v| v["tensors"][0]["scheme"]["coder"]["freqs"][0] = serde_json::json!(99999))),
+        ("short table", Box::new(|v| v["tensors"][0]["scheme"]["coder"]["freqs"] = serde_json::json!([4096]))),
+        ("prob bits", Box::new(|v| v["tensors"][0]["scheme"]["coder"]["prob_bits"] = serde_json::json!(30))),
+        ("unknown dtype", Box::new(|v| v["tensors"][0]["dtype"] = serde_json::json!("F8_E4M3"))),
+        ("unknown scheme", Box::new(|v| v["tensors"][0]["scheme"]["kind"] = serde_json::json!("zstd"))),
+        ("unknown predictor", Box::new(|v| v["tensors"][0]["scheme"]["predictor"] = serde_json::json!("left"))),
+        ("lossless on ints", Box::new(|v| v["tensors"][0]["dtype"] = serde_json::json!("I16"))),
+        (
+            "missing scales",
+            Box::new(|v| v["tensors"][1].as_object_mut().unwrap().remove("scales").map(|_| ()).unwrap_or(())),
+        ),
+        ("short scales", Box::new(|v| v["tensors"][1]["scales"]["len"] = serde_json::json!(4))),
+        ("int4 block 0", Box::new(|v| v["tensors"][2]["scheme"]["block"] = serde_json::json!(0))),
+        ("raw tile too short", Box::new(|v| v["tensors"][3]["shape"] = serde_json::json!([6000]))),
+        ("duplicate names", Box::new(|v| v["tensors"][1]["name"] = v["tensors"][0]["name"].clone())),
+        ("not an object", Box::new(|v| *v = serde_json::json!([1, 2, 3]))),
+    ];
+    for (what, edit) in cases {
+        let forged = with_header(&bytes, edit);
+        let e = open_and_decode(dir.path(), &forged).expect_err(what);
+        assert_names_file(&e);
+        assert!(!matches!(e, CodecError::Io { .. }), "{what}: {e}");
+    }
+}
+
+#[test]
+fn a_killed_writer_leaves_no_file_under_the_target_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("never.ember");
+    let mut w = ContainerWriter::create(&path).unwrap();
+    let data = vec![0u8; 400];
+    w.add(encode_tensor("x", Dtype::F32, &[100], &data, SchemeKind::Raw, &EncodeOptions::default()).unwrap()).unwrap();
+    drop(w); // as if the process died before `finish`
+    assert!(!path.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temporary file left behind");
+}
+
+#[test]
+fn encode_rejects_bad_requests_clearly() {
+    let o = EncodeOptions::default();
+    let e = encode_tensor("w", Dtype::F32, &[2, 2], &[0u8; 12], SchemeKind::Lossless, &o).unwrap_err();
+    assert!(e.to_string().contains("`w`") && e.to_string().contains("16"), "{e}");
+    let e = encode_tensor("ids", Dtype::I64, &[2], &[0u8; 16], SchemeKind::Int8, &o).unwrap_err();
+    assert!(e.to_string().contains("I64"), "{e}");
+    let nan = f32::NAN.to_le_bytes().repeat(4);
+    let e = encode_tensor("w", Dtype::F32, &[2, 2], &nan, SchemeKind::Int4, &o).unwrap_err();
+    assert!(e.to_string().contains("lossless"), "{e}");
+    let e =
+        encode_tensor("w", Dtype::F32, &[1], &[0u8; 4], SchemeKind::Lossless, &EncodeOptions { lanes: 3, ..o.clone() })
+            .unwrap_err();
+    assert!(e.to_string().contains("power of two"), "{e}");
+    let e = encode_tensor("w", Dtype::F32, &[u64::MAX, 2], &[], SchemeKind::Raw, &o).unwrap_err();
+    assert!(e.to_string().contains("overflow"), "{e}");
+}

@@ -1,0 +1,212 @@
+//! Property tests: every scheme round-trips (bit-exact, or within its quantisation error) over
+//! random shapes, tile sizes, lane counts and special values.
+
+use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+use proptest::prelude::*;
+
+/// Bit patterns that stress a float codec: zeros of both signs, infinities, NaNs with payloads,
+/// subnormals, extremes, plus ordinary values.
+fn special_bits(dtype: Dtype) -> Vec<u32> {
+    match dtype {
+        Dtype::F32 => vec![
+            0,
+            0x8000_0000,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0001,
+            0xffbf_ffff,
+            1,
+            0x8000_0001,
+            0x7f7f_ffff,
+            0x3f80_0000,
+        ],
+        Dtype::BF16 => vec![0, 0x8000, 0x7f80, 0xff80, 0x7fc1, 0xffbf, 1, 0x8001, 0x7f7f, 0x3f80],
+        _ => vec![0, 0x8000, 0x7c00, 0xfc00, 0x7e01, 0xfdff, 1, 0x8001, 0x7bff, 0x3c00],
+    }
+}
+
+fn float_bytes(dtype: Dtype, n: usize, seed: u64, specials: bool) -> Vec<u8> {
+    let mut x = seed | 1;
+    let sp = special_bits(dtype);
+    (0..n)
+        .flat_map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bits = if specials && x % 7 == 0 {
+                sp[(x as usize / 7) % sp.len()]
+            } else {
+                // Weight-like: normal-ish magnitude around 0.02.
+                let v = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.08 * if i % 97 == 0 { 10.0 } else { 1.0 };
+                match dtype {
+                    Dtype::F32 => (v as f32).to_bits(),
+                    Dtype::BF16 => half::bf16::from_f64(v).to_bits() as u32,
+                    _ => half::f16::from_f64(v).to_bits() as u32,
+                }
+            };
+            match dtype {
+                Dtype::F32 => bits.to_le_bytes().to_vec(),
+                _ => (bits as u16).to_le_bytes().to_vec(),
+            }
+        })
+        .collect()
+}
+
+fn write_and_open(tensors: Vec<ember_codec::schemes::EncodedTensor>) -> (tempfile::TempDir, Container) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.ember");
+    let mut w = ContainerWriter::create(&path).unwrap();
+    for t in tensors {
+        w.add(t).unwrap();
+    }
+    w.finish().unwrap();
+    let c = Container::open(&path).unwrap();
+    (dir, c)
+}
+
+fn shape_strategy() -> impl Strategy<Value = Vec<u64>> {
+    prop_oneof![
+        Just(vec![]),
+        Just(vec![0]),
+        Just(vec![3, 0]),
+        Just(vec![1]),
+        (1u64..300).prop_map(|n| vec![n]),
+        (1u64..40, 1u64..90).prop_map(|(r, c)| vec![r, c]),
+        (1u64..4, 1u64..6, 1u64..50).prop_map(|(a, b, c)| vec![a, b, c]),
+    ]
+}
+
+fn opts_strategy() -> impl Strategy<Value = EncodeOptions> {
+    (1usize..200, prop_oneof![Just(1u32), Just(2), Just(8), Just(16), Just(32)], 8u32..=12, 1u32..40, any::<bool>())
+        .prop_map(|(tile_elems, lanes, prob_bits, int4_block, int4_asymmetric)| EncodeOptions {
+            tile_elems,
+            lanes,
+            prob_bits,
+            int4_block,
+            int4_asymmetric,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lossless_is_bit_exact(
+        shape in shape_strategy(),
+        dtype in prop_oneof![Just(Dtype::BF16), Just(Dtype::F16), Just(Dtype::F32)],
+        opts in opts_strategy(),
+        seed in any::<u64>(),
+        specials in any::<bool>(),
+    ) {
+        let n: u64 = shape.iter().product();
+        let data = float_bytes(dtype, n as usize, seed, specials);
+        let t = encode_tensor("w", dtype, &shape, &data, SchemeKind::Lossless, &opts).unwrap();
+        let (_dir, c) = write_and_open(vec![t]);
+        let d = c.decode(c.get("w").unwrap()).unwrap();
+        prop_assert_eq!(d.dtype, dtype);
+        prop_assert_eq!(&d.shape, &shape);
+        prop_assert!(d.data == data, "lossless round trip differs");
+    }
+
+    #[test]
+    fn raw_is_bit_exact_for_every_dtype(
+        shape in shape_strategy(),
+        dtype in prop_oneof![Just(Dtype::I64), Just(Dtype::U8), Just(Dtype::BOOL), Just(Dtype::F64), Just(Dtype::I16), Just(Dtype::BF16)],
+        opts in opts_strategy(),
+        seed in any::<u8>(),
+    ) {
+        let n: u64 = shape.iter().product();
+        let data: Vec<u8> = (0..n as usize * dtype.size()).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+        let t = encode_tensor("w", dtype, &shape, &data, SchemeKind::Raw, &opts).unwrap();
+        let (_dir, c) = write_and_open(vec![t]);
+        prop_assert_eq!(c.decode(c.get("w").unwrap()).unwrap().data, data);
+    }
+
+    #[test]
+    fn quantised_schemes_stay_within_their_error(
+        shape in shape_strategy(),
+        dtype in prop_oneof![Just(Dtype::BF16), Just(Dtype::F32)],
+        int8 in any::<bool>(),
+        opts in opts_strategy(),
+        seed in any::<u64>(),
+    ) {
+        let n: u64 = shape.iter().product();
+        let data = float_bytes(dtype, n as usize, seed, false);
+        let kind = if int8 { SchemeKind::Int8 } else { SchemeKind::Int4 };
+        let t = encode_tensor("w", dtype, &shape, &data, kind, &opts).unwrap();
+        let (_dir, c) = write_and_open(vec![t]);
+        let d = c.decode(c.get("w").unwrap()).unwrap();
+        prop_assert_eq!(d.dtype, Dtype::F32);
+        let got = d.to_f32().unwrap();
+        let cols = shape.last().copied().unwrap_or(1).max(1) as usize;
+        let block = if int8 { cols } else { opts.int4_block as usize };
+        for (i, &g) in got.iter().enumerate() {
+            let x = dtype.read_f32(&data, i).unwrap();
+            // The error bound of each element's group (row for int8, block for int4).
+            let (row, col) = (i / cols, i % cols);
+            let b0 = row * cols + col / block * block;
+            let group = (b0..(b0 + block).min((row + 1) * cols)).map(|k| dtype.read_f32(&data, k).unwrap());
+            let (mn, mx) = group.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+            let amax = mn.abs().max(mx.abs());
+            let step = if int8 { amax / 127.0 } else if opts.int4_asymmetric { (mx - mn) / 15.0 } else { amax / 7.0 };
+            // Half a step, plus the f16 rounding of int4 scales and minimums.
+            let tol = 0.5 * step * 1.01 + if int8 { 0.0 } else { amax * 2e-3 + 1e-7 };
+            prop_assert!((g - x).abs() <= tol, "element {} of {:?}: {} vs {} (tol {})", i, shape, g, x, tol);
+        }
+    }
+}
+
+#[test]
+fn many_tensors_in_one_file_keep_their_identity() {
+    let opts = EncodeOptions { tile_elems: 100, ..EncodeOptions::default() };
+    let mut tensors = Vec::new();
+    let mut expected = Vec::new();
+    for (k, dtype) in [Dtype::BF16, Dtype::F16, Dtype::F32].into_iter().cycle().take(9).enumerate() {
+        let shape = vec![k as u64 + 1, 33];
+        let data = float_bytes(dtype, (k + 1) * 33, k as u64, true);
+        tensors.push(encode_tensor(&format!("t{k}"), dtype, &shape, &data, SchemeKind::Lossless, &opts).unwrap());
+        expected.push((format!("t{k}"), data));
+    }
+    let (_dir, c) = write_and_open(tensors);
+    assert_eq!(c.tensors().len(), 9);
+    for (name, data) in expected {
+        assert_eq!(c.decode(c.get(&name).unwrap()).unwrap().data, data, "{name}");
+    }
+    assert!(c.get("missing").is_err());
+}
+
+#[test]
+fn lossless_bf16_is_close_to_the_entropy_bound_on_large_tensors() {
+    // Weight-like BF16 data over 1 Mi elements: the coded size (tiles + header share) must stay
+    // within 0.5% of the exponent-coding bound (H(exponent) + 8 bits per element), which is the
+    // best any exponent-only coder can do.
+    let (rows, cols) = (256usize, 4096usize);
+    let mut x = 42u64;
+    let mut normal = || {
+        let mut s = 0.0;
+        for _ in 0..12 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s += (x >> 11) as f64 / (1u64 << 53) as f64;
+        }
+        s - 6.0
+    };
+    let data: Vec<u8> =
+        (0..rows * cols).flat_map(|_| half::bf16::from_f64(normal() * 0.02).to_bits().to_le_bytes()).collect();
+    let exps: Vec<u8> = data.chunks(2).map(|p| ((u16::from_le_bytes([p[0], p[1]]) >> 7) & 0xff) as u8).collect();
+    let exp_bits = ember_codec::entropy::order0_bits(&ember_codec::entropy::histogram_u8(&exps, 256));
+    let bound = (exp_bits + 8.0 * (rows * cols) as f64) / 8.0;
+    let t = encode_tensor(
+        "w",
+        Dtype::BF16,
+        &[rows as u64, cols as u64],
+        &data,
+        SchemeKind::Lossless,
+        &EncodeOptions::default(),
+    )
+    .unwrap();
+    let (_dir, c) = write_and_open(vec![t]);
+    let e = c.get("w").unwrap();
+    let size = (e.stored_bytes() + c.header_bytes_of(e)) as f64;
+    assert!(size <= bound * 1.005, "size {size} vs exponent bound {bound}: {:+.3}%", 100.0 * (size / bound - 1.0));
+    assert!(size >= bound, "below the order-0 bound: the accounting is wrong");
+}
