@@ -39,3 +39,8 @@ pub use container::{Container, ContainerWriter, DecodedTensor, TensorEntry};
 pub use dtype::Dtype;
 pub use error::{CodecError, Result};
 pub use schemes::{encode_tensor, EncodeOptions, Scheme, SchemeKind};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
