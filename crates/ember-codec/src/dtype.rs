@@ -100,11 +100,15 @@ impl Dtype {
 
     /// Reads element `i` of little-endian `bytes` of this float type as `f32` (exact for every
     /// F16/BF16 value). `None` for non-float types.
+    ///
+    /// BF16 widens by a plain shift (`bits << 16`), so even a signalling NaN keeps its exact
+    /// pattern; F16 NaNs keep their payload and become quiet, as F16C hardware and the GPU
+    /// kernels convert them.
     pub fn read_f32(self, bytes: &[u8], i: usize) -> Option<f32> {
         match self {
             Dtype::F32 => Some(f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().ok()?)),
             Dtype::F16 => Some(half::f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()),
-            Dtype::BF16 => Some(half::bf16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()),
+            Dtype::BF16 => Some(f32::from_bits((u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]) as u32) << 16)),
             _ => None,
         }
     }

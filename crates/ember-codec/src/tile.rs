@@ -27,11 +27,7 @@ pub struct TileSpan {
 pub fn rows_cols(shape: &[u64]) -> (u64, u64) {
     let n: u64 = shape.iter().product();
     let cols = shape.last().copied().unwrap_or(1);
-    if cols == 0 {
-        (0, 0)
-    } else {
-        (n / cols, cols)
-    }
+    n.checked_div(cols).map_or((0, 0), |rows| (rows, cols))
 }
 
 /// Cuts a tensor of `shape` into row-aligned tiles of about `tile_elems` elements; pieces of a

@@ -6,7 +6,10 @@ use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOption
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1.ember");
 
-fn fixed_tensors() -> Vec<(&'static str, Dtype, Vec<u64>, Vec<u8>, SchemeKind, EncodeOptions)> {
+/// Name, dtype, shape, data, scheme and options of one pinned tensor.
+type Fixed = (&'static str, Dtype, Vec<u64>, Vec<u8>, SchemeKind, EncodeOptions);
+
+fn fixed_tensors() -> Vec<Fixed> {
     let small = EncodeOptions { tile_elems: 40, lanes: 4, prob_bits: 10, int4_block: 8, int4_asymmetric: false };
     let bf16: Vec<u8> =
         (0..96u32).flat_map(|i| half::bf16::from_f32((i as f32 - 48.0) * 0.013).to_bits().to_le_bytes()).collect();

@@ -71,6 +71,12 @@ impl LosslessDecoder {
         Ok(Self { dtype, layout, lanes: lanes as usize, table: table.decode_table() })
     }
 
+    /// A decoder from an already built slot table (e.g. one uploaded to a device).
+    pub fn from_table(dtype: Dtype, lanes: u32, table: DecodeTable) -> Result<Self, String> {
+        let layout = dtype.float_layout().ok_or_else(|| format!("lossless tensor has non-float dtype {dtype}"))?;
+        Ok(Self { dtype, layout, lanes: lanes as usize, table })
+    }
+
     /// Decodes one tile of `out.len() / dtype.size()` elements into `out` (little-endian values
     /// of the tensor's dtype). `symbols` is scratch space reused across tiles.
     pub fn decode_tile(&self, payload: &[u8], out: &mut [u8], symbols: &mut Vec<u8>) -> Result<(), String> {

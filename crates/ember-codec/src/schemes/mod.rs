@@ -174,7 +174,7 @@ pub struct EncodedTensor {
     /// How it was coded.
     pub scheme: Scheme,
     /// Tiles in element order, with their payloads.
-    pub tiles: Vec<(TileSpan, Vec<u8>)>,
+    pub tiles: CodedTiles,
     /// Side data (quantisation scales), if the scheme has any.
     pub scales: Option<Vec<u8>>,
     /// Order-0 entropy bound of the tensor's data in bytes (see `FORMAT.md`).
@@ -273,13 +273,16 @@ fn pad_to_min_payload(t: &mut EncodedTensor, n: u64) {
     }
 }
 
+/// Tiles in element order, each with its payload.
+pub type CodedTiles = Vec<(TileSpan, Vec<u8>)>;
+
 /// Builds the frequency table from symbol counts and codes every tile in parallel.
 pub(crate) fn code_tiles(
     spans: &[TileSpan],
     counts: &[u64],
     opts: &EncodeOptions,
     tile_symbols: impl Fn(TileSpan) -> TileSymbols + Sync,
-) -> Result<(RansParams, Vec<(TileSpan, Vec<u8>)>), String> {
+) -> Result<(RansParams, CodedTiles), String> {
     let table = FrequencyTable::from_counts(counts, opts.prob_bits)?;
     let lanes = opts.lanes as usize;
     let tiles = spans

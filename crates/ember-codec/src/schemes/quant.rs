@@ -170,6 +170,11 @@ impl QuantDecoder {
         Ok(Self { kind, cols: cols.max(1) as usize, lanes: lanes as usize, table: table.decode_table() })
     }
 
+    /// A decoder from an already built slot table (e.g. one uploaded to a device).
+    pub fn from_table(kind: QuantKind, cols: u64, lanes: u32, table: DecodeTable) -> Self {
+        Self { kind, cols: cols.max(1) as usize, lanes: lanes as usize, table }
+    }
+
     /// Decodes the tile starting at element `start` into `out` (little-endian f32, 4 bytes per
     /// element). `scales` is the tensor's whole side data, already length-checked.
     pub fn decode_tile(

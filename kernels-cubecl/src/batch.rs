@@ -1,0 +1,291 @@
+//! Host side of a decode launch: the tiles of one or more tensors gathered into the flat `u32`
+//! buffers the kernel reads, with one descriptor per tile.
+//!
+//! Building a batch is where safety is established: every tile's checksum is verified by the
+//! container, and every lane table is checked against its payload, before a byte is uploaded.
+//! Tensors of one block (e.g. a transformer layer) share a batch — and so one launch — when they
+//! share a kernel scheme and lane count.
+
+use ember_codec::dtype::Dtype;
+use ember_codec::schemes::Scheme;
+use ember_codec::tile::{read_coded_tile, rows_cols};
+use ember_codec::{bitpack, Container, TensorEntry};
+
+use crate::error::KernelError;
+
+/// Words per tile descriptor.
+pub const DESC_WORDS: usize = 10;
+/// Words of shared memory reserved for the slot table (`2^12`, the format's largest).
+pub const TABLE_CAPACITY: usize = 1 << ember_codec::rans::MAX_PROB_BITS;
+
+/// Positions of the fields in a tile descriptor.
+pub mod desc {
+    /// First word of the tile's payload in the data buffer.
+    pub const PAYLOAD: usize = 0;
+    /// Elements in the tile.
+    pub const COUNT: usize = 1;
+    /// Element offset of the tile's first output (in the output buffer).
+    pub const OUT: usize = 2;
+    /// First word of the tensor's slot table.
+    pub const TABLE: usize = 3;
+    /// Probability precision.
+    pub const PROB_BITS: usize = 4;
+    /// First word of the tensor's scales.
+    pub const SCALES: usize = 5;
+    /// Element index of the tile's first element within its tensor.
+    pub const START: usize = 6;
+    /// The tensor's last dimension.
+    pub const COLS: usize = 7;
+    /// The `int4` block length.
+    pub const BLOCK: usize = 8;
+}
+
+/// Which kernel variant decodes a tensor (`FORMAT.md` §4–6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum KernelScheme {
+    /// `lossless` BF16.
+    LosslessBf16 = 0,
+    /// `lossless` F16.
+    LosslessF16 = 1,
+    /// `lossless` F32.
+    LosslessF32 = 2,
+    /// `int8`.
+    Int8 = 3,
+    /// `int4`, symmetric.
+    Int4Symmetric = 4,
+    /// `int4` with a minimum.
+    Int4Asymmetric = 5,
+    /// `raw` BF16.
+    RawBf16 = 6,
+    /// `raw` F16.
+    RawF16 = 7,
+    /// `raw` F32.
+    RawF32 = 8,
+}
+
+impl KernelScheme {
+    /// The variant for a tensor, or `None` for `raw` tensors of non-float types.
+    pub fn of(entry: &TensorEntry) -> Option<Self> {
+        Some(match (&entry.scheme, entry.dtype) {
+            (Scheme::Lossless { .. }, Dtype::BF16) => Self::LosslessBf16,
+            (Scheme::Lossless { .. }, Dtype::F16) => Self::LosslessF16,
+            (Scheme::Lossless { .. }, Dtype::F32) => Self::LosslessF32,
+            (Scheme::Int8 { .. }, _) => Self::Int8,
+            (Scheme::Int4 { asymmetric: false, .. }, _) => Self::Int4Symmetric,
+            (Scheme::Int4 { asymmetric: true, .. }, _) => Self::Int4Asymmetric,
+            (Scheme::Raw, Dtype::BF16) => Self::RawBf16,
+            (Scheme::Raw, Dtype::F16) => Self::RawF16,
+            (Scheme::Raw, Dtype::F32) => Self::RawF32,
+            _ => return None,
+        })
+    }
+
+    /// Whether the tensor's original values are 16 bits wide (so [`OutputKind::Native16`] applies).
+    pub fn is_16_bit(self) -> bool {
+        matches!(self, Self::LosslessBf16 | Self::LosslessF16 | Self::RawBf16 | Self::RawF16)
+    }
+}
+
+/// What the kernel writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum OutputKind {
+    /// `f32` values, one word per element (every scheme).
+    F32 = 0,
+    /// The original 16-bit pattern (BF16 or F16), two per word; 16-bit schemes only.
+    Native16 = 1,
+}
+
+/// Where one tensor's values land in a batch's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOutput {
+    /// The tensor's name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<u64>,
+    /// First element in the output buffer (even, so 16-bit pairs never straddle tensors).
+    pub offset: usize,
+    /// Number of elements.
+    pub elements: usize,
+}
+
+/// The buffers of one decode launch.
+#[derive(Clone, Debug)]
+pub struct DecodeBatch {
+    /// The kernel variant.
+    pub scheme: KernelScheme,
+    /// Lanes per tile (threads per cube).
+    pub lanes: usize,
+    /// Tile payloads, back to back, as little-endian words.
+    pub data: Vec<u32>,
+    /// [`DESC_WORDS`] words per tile.
+    pub tiles: Vec<u32>,
+    /// The tensors' slot tables.
+    pub tables: Vec<u32>,
+    /// The tensors' scales.
+    pub scales: Vec<u32>,
+    /// Where each tensor's values land.
+    pub outputs: Vec<BatchOutput>,
+    /// Elements in the output buffer (a multiple of 2).
+    pub output_elements: usize,
+}
+
+fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    bytes.chunks(4).map(|c| {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        u32::from_le_bytes(w)
+    })
+}
+
+impl DecodeBatch {
+    /// Gathers `entries` of `file` into one batch. They must share a kernel scheme and, for coded
+    /// schemes, a lane count (see [`DecodeBatch::group`] to split a mixed list).
+    pub fn new(file: &Container, entries: &[&TensorEntry]) -> Result<Self, KernelError> {
+        let bad = |t: &TensorEntry, reason: String| KernelError::Tensor {
+            path: file.path().display().to_string(),
+            tensor: t.name.clone(),
+            reason,
+        };
+        let first = entries.first().ok_or(KernelError::EmptyBatch)?;
+        let scheme =
+            KernelScheme::of(first).ok_or_else(|| bad(first, format!("raw {} has no GPU decoder", first.dtype)))?;
+        let lanes = first.scheme.coder().map_or(32, |c| c.lanes as usize);
+        let mut batch = DecodeBatch {
+            scheme,
+            lanes,
+            data: Vec::new(),
+            tiles: Vec::new(),
+            tables: Vec::new(),
+            scales: Vec::new(),
+            outputs: Vec::new(),
+            output_elements: 0,
+        };
+        for &t in entries {
+            if KernelScheme::of(t) != Some(scheme) || t.scheme.coder().is_some_and(|c| c.lanes as usize != lanes) {
+                return Err(bad(t, format!("does not share the batch's scheme {scheme:?} and {lanes} lanes")));
+            }
+            let table_off = batch.tables.len();
+            let mut prob_bits = 0;
+            if let Some(table) = t.frequency_table().map_err(|e| bad(t, e))? {
+                let dt = table.decode_table();
+                prob_bits = dt.prob_bits();
+                batch.tables.extend_from_slice(dt.entries());
+            }
+            let scales_off = batch.scales.len();
+            batch.scales.extend(words(file.scales_bytes(t)?));
+            let (_, cols) = rows_cols(&t.shape);
+            let block = match t.scheme {
+                Scheme::Int4 { block, .. } => block,
+                _ => 1,
+            };
+            let offset = batch.output_elements;
+            let raw_bits = t.dtype.float_layout().map_or(0, |l| l.raw_bits());
+            for (i, r) in t.tiles.iter().enumerate() {
+                let payload = file.tile_bytes(t, i)?;
+                if t.scheme.coder().is_some() {
+                    let raw_len = if matches!(t.scheme, Scheme::Lossless { .. }) {
+                        bitpack::packed_len(r.count as usize, raw_bits)
+                    } else {
+                        0
+                    };
+                    check_lane_table(payload, lanes, raw_len).map_err(|e| bad(t, format!("tile {i}: {e}")))?;
+                }
+                let out = offset + r.start as usize;
+                let desc = [
+                    u32::try_from(batch.data.len()).map_err(|_| KernelError::TooLarge)?,
+                    r.count as u32,
+                    u32::try_from(out).map_err(|_| KernelError::TooLarge)?,
+                    table_off as u32,
+                    prob_bits,
+                    scales_off as u32,
+                    r.start as u32,
+                    cols.max(1) as u32,
+                    block,
+                    0,
+                ];
+                batch.tiles.extend_from_slice(&desc);
+                batch.data.extend(words(payload));
+            }
+            let elements = t.elements() as usize;
+            batch.outputs.push(BatchOutput { name: t.name.clone(), shape: t.shape.clone(), offset, elements });
+            batch.output_elements = (offset + elements).next_multiple_of(2);
+        }
+        if batch.data.is_empty() {
+            // Keep every buffer non-empty: zero-sized bindings are not allowed everywhere.
+            batch.data.push(0);
+        }
+        batch.tables.push(0);
+        batch.scales.push(0);
+        Ok(batch)
+    }
+
+    /// Splits `entries` into batches of one kernel scheme and lane count each, keeping order
+    /// within a batch. Non-float `raw` tensors are returned separately (they need no decoding).
+    pub fn group<'a>(
+        file: &Container,
+        entries: &[&'a TensorEntry],
+    ) -> Result<(Vec<DecodeBatch>, Vec<&'a TensorEntry>), KernelError> {
+        let mut keys: Vec<(KernelScheme, usize)> = Vec::new();
+        let mut groups: Vec<Vec<&TensorEntry>> = Vec::new();
+        let mut plain = Vec::new();
+        for &t in entries {
+            let Some(scheme) = KernelScheme::of(t) else {
+                plain.push(t);
+                continue;
+            };
+            let key = (scheme, t.scheme.coder().map_or(32, |c| c.lanes as usize));
+            match keys.iter().position(|k| *k == key) {
+                Some(i) => groups[i].push(t),
+                None => {
+                    keys.push(key);
+                    groups.push(vec![t]);
+                }
+            }
+        }
+        let batches = groups.iter().map(|g| DecodeBatch::new(file, g)).collect::<Result<_, _>>()?;
+        Ok((batches, plain))
+    }
+
+    /// Number of tiles (cubes launched).
+    pub fn num_tiles(&self) -> usize {
+        self.tiles.len() / DESC_WORDS
+    }
+
+    /// Whether every tile can be written as 16-bit pairs without two cubes sharing a word: tiles
+    /// start at even elements and have even counts, except the last tile of a tensor, whose
+    /// partner slot is the tensor's padding.
+    pub fn supports_native16(&self) -> bool {
+        if !self.scheme.is_16_bit() {
+            return false;
+        }
+        self.tiles.chunks(DESC_WORDS).all(|d| {
+            let (out, count) = (d[desc::OUT] as usize, d[desc::COUNT] as usize);
+            let last_of_tensor = self.outputs.iter().any(|o| out + count == o.offset + o.elements);
+            out % 2 == 0 && (count % 2 == 0 || last_of_tensor)
+        })
+    }
+
+    /// Words the output buffer needs for `kind`.
+    pub fn output_words(&self, kind: OutputKind) -> usize {
+        match kind {
+            OutputKind::F32 => self.output_elements,
+            OutputKind::Native16 => self.output_elements / 2,
+        }
+    }
+}
+
+/// Checks a coded tile's lane table before upload: the lane ends must be non-decreasing and
+/// within the payload, so the kernel's reads stay inside the tile.
+fn check_lane_table(payload: &[u8], lanes: usize, raw_len: usize) -> Result<(), String> {
+    let tile = read_coded_tile(payload, lanes, raw_len)?;
+    let mut prev = 0;
+    for (j, &end) in tile.lane_ends.iter().enumerate() {
+        if end < prev {
+            return Err(format!("lane {j} ends before lane {}", j.saturating_sub(1)));
+        }
+        prev = end;
+    }
+    Ok(())
+}

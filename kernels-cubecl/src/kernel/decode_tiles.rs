@@ -1,0 +1,299 @@
+//! `decode_tiles`: one cube per tile, one unit per rANS lane — `FORMAT.md` §3–6, step for step.
+// The `#[cube(launch)]` macro generates undocumented helper items.
+#![allow(missing_docs)]
+// Kernel code: CubeCL expands `(a + b - 1) / b` but has no `div_ceil`.
+#![allow(clippy::manual_div_ceil)]
+//!
+//! Each cube reads its tile descriptor, loads the tensor's slot table (≤ 4096 words) into shared
+//! memory, then every unit runs its lane: round `k` decodes element `k·N + lane`, so the writes
+//! of a round are coalesced. The scheme and output kind are comptime, so each combination is a
+//! separate, branch-free kernel. Reads are clamped to the lane's words: a tile the host has not
+//! validated still cannot make the kernel read outside its buffers' bounds checks.
+
+use cubecl::prelude::*;
+
+use crate::batch::{desc, KernelScheme, OutputKind, DESC_WORDS, TABLE_CAPACITY};
+
+/// Reads bits `[i·w, i·w + w)` of the little-endian `u32` stream starting at word `base`.
+#[cube]
+fn packed_field(data: &[u32], base: usize, i: usize, #[comptime] w: usize) -> u32 {
+    let bit = i * w;
+    let k = base + bit / 32;
+    let sh = (bit % 32) as u32;
+    let mut v = data[k] >> sh;
+    if sh + w as u32 > 32 {
+        v |= data[k + 1] << (32 - sh);
+    }
+    v & comptime!(((1u64 << w) - 1) as u32)
+}
+
+/// Half-word `h` of the `u32` stream starting at word `base`.
+#[cube]
+fn half_word(data: &[u32], base: usize, h: usize) -> u32 {
+    (data[base + h / 2] >> ((h % 2) as u32 * 16)) & 0xFFFF
+}
+
+/// IEEE binary16 bits → binary32 bits, exact; NaNs keep their payload and become quiet, as the
+/// `half` crate (and F16C) convert them.
+#[cube]
+fn f16_bits_to_f32_bits(h: u32) -> u32 {
+    let sign = (h >> 15) << 31;
+    let exp = (h >> 10) & 0x1F;
+    let mant = h & 0x3FF;
+    let mut out = sign | ((exp + 112) << 23) | (mant << 13);
+    if exp == 0x1F {
+        out = sign | 0x7F80_0000 | (mant << 13);
+        if mant != 0 {
+            out |= 0x0040_0000;
+        }
+    }
+    if exp == 0 {
+        // Zero or subnormal: mant · 2^-24 is exact in f32.
+        out = sign | u32::reinterpret(f32::cast_from(mant) * 5.960_464_5e-8f32);
+    }
+    out
+}
+
+/// Writes round `k`'s 16-bit values as pairs: each unit stages its value, then the first half of
+/// the cube writes one word each (two syncs, so the stage is reused safely next round).
+#[cube]
+fn write_pairs(
+    out: &mut [u32],
+    stage: &mut Shared<[u32]>,
+    value: u32,
+    out_off: usize,
+    k: usize,
+    count: usize,
+    #[comptime] lanes: usize,
+) {
+    let lane = UNIT_POS as usize;
+    stage[lane] = value;
+    sync_cube();
+    if lane < lanes / 2 && k * lanes + 2 * lane < count {
+        out[(out_off + k * lanes) / 2 + lane] = stage[2 * lane] | (stage[2 * lane + 1] << 16);
+    }
+    sync_cube();
+}
+
+/// `raw` tiles: the payload holds the values themselves.
+#[cube]
+fn copy_raw(
+    data: &[u32],
+    tiles: &[u32],
+    out: &mut [u32],
+    #[comptime] scheme: u32,
+    #[comptime] native16: bool,
+    #[comptime] lanes: usize,
+) {
+    let d = CUBE_POS * DESC_WORDS;
+    let lane = UNIT_POS as usize;
+    let payload = tiles[d + desc::PAYLOAD] as usize;
+    let count = tiles[d + desc::COUNT] as usize;
+    let out_off = tiles[d + desc::OUT] as usize;
+    let rounds = (count + lanes - 1) / lanes;
+    let mut stage = Shared::<[u32]>::new_slice(comptime!(if native16 { lanes } else { 1 }));
+    for k in 0..rounds {
+        let i = k * lanes + lane;
+        let mut value = 0u32;
+        if i < count {
+            if comptime!(scheme == KernelScheme::RawF32 as u32) {
+                value = data[payload + i];
+            } else {
+                value = half_word(data, payload, i);
+            }
+        }
+        if comptime!(native16) {
+            write_pairs(out, &mut stage, value, out_off, k, count, lanes);
+        } else if i < count {
+            if comptime!(scheme == KernelScheme::RawBf16 as u32) {
+                value <<= 16;
+            }
+            if comptime!(scheme == KernelScheme::RawF16 as u32) {
+                value = f16_bits_to_f32_bits(value);
+            }
+            out[out_off + i] = value;
+        }
+    }
+}
+
+/// Coded tiles: the rANS lanes of `FORMAT.md` §3, then the scheme's assembly (§4–5).
+#[cube]
+fn decode_coded(
+    data: &[u32],
+    tiles: &[u32],
+    tables: &[u32],
+    scales: &[u32],
+    out: &mut [u32],
+    #[comptime] scheme: u32,
+    #[comptime] native16: bool,
+    #[comptime] lanes: usize,
+) {
+    let d = CUBE_POS * DESC_WORDS;
+    let lane = UNIT_POS as usize;
+    let payload = tiles[d + desc::PAYLOAD] as usize;
+    let count = tiles[d + desc::COUNT] as usize;
+    let out_off = tiles[d + desc::OUT] as usize;
+    let table_off = tiles[d + desc::TABLE] as usize;
+    let prob_bits = tiles[d + desc::PROB_BITS];
+    let scales_off = tiles[d + desc::SCALES] as usize;
+    let start = tiles[d + desc::START] as usize;
+    let cols = tiles[d + desc::COLS] as usize;
+    let block = tiles[d + desc::BLOCK] as usize;
+    let rounds = (count + lanes - 1) / lanes;
+    let mut stage = Shared::<[u32]>::new_slice(comptime!(if native16 { lanes } else { 1 }));
+
+    // The slot table, shared by every lane of the tile.
+    let mut table = Shared::<[u32]>::new_slice(TABLE_CAPACITY);
+    let table_len = 1usize << prob_bits as usize;
+    let loads = (table_len + lanes - 1) / lanes;
+    for k in 0..loads {
+        let s = k * lanes + lane;
+        if s < table_len {
+            table[s] = tables[table_off + s];
+        }
+    }
+    sync_cube();
+
+    let raw_bits = comptime!(match scheme {
+        0 => 8usize,
+        1 => 11usize,
+        2 => 24usize,
+        _ => 0usize,
+    });
+    let raw_base = payload + 2 * lanes;
+    let word_base = (raw_base + (count * raw_bits + 31) / 32) * 2;
+    let total_words = data[payload + 2 * lanes - 1] as usize;
+    let mut x = data[payload + lane];
+    let end = data[payload + lanes + lane] as usize;
+    let mut pos = 0usize;
+    if lane > 0 {
+        pos = data[payload + lanes + lane - 1] as usize;
+    }
+    let slot_mask = (1u32 << prob_bits) - 1;
+    let blocks_per_row = (cols + block - 1) / block;
+
+    for k in 0..rounds {
+        let i = k * lanes + lane;
+        let mut value = 0u32;
+        if i < count {
+            // FORMAT.md §3, decoder step.
+            let e = table[(x & slot_mask) as usize];
+            let f = (e & 0xFFF) + 1;
+            let bias = (e >> 12) & 0xFFF;
+            x = f * (x >> prob_bits) + bias;
+            if x < 65536u32 {
+                let mut w = 0u32;
+                if pos < end && pos < total_words {
+                    w = half_word(data, 0, word_base + pos);
+                }
+                x = (x << 16) | w;
+                pos += 1;
+            }
+            let sym = e >> 24;
+
+            if comptime!(scheme == KernelScheme::LosslessBf16 as u32) {
+                let r = packed_field(data, raw_base, i, 8usize);
+                value = ((r & 0x80) << 8) | (sym << 7) | (r & 0x7F);
+                if comptime!(!native16) {
+                    value <<= 16;
+                }
+            }
+            if comptime!(scheme == KernelScheme::LosslessF16 as u32) {
+                let r = packed_field(data, raw_base, i, 11usize);
+                value = ((r >> 10) << 15) | (sym << 10) | (r & 0x3FF);
+                if comptime!(!native16) {
+                    value = f16_bits_to_f32_bits(value);
+                }
+            }
+            if comptime!(scheme == KernelScheme::LosslessF32 as u32) {
+                let r = packed_field(data, raw_base, i, 24usize);
+                value = ((r >> 23) << 31) | (sym << 23) | (r & 0x7F_FFFF);
+            }
+            if comptime!(scheme == KernelScheme::Int8 as u32) {
+                let row = (start + i) / cols;
+                let mut code = sym as i32;
+                if sym >= 128 {
+                    code -= 256;
+                }
+                value = u32::reinterpret(f32::cast_from(code) * f32::reinterpret(scales[scales_off + row]));
+            }
+            if comptime!(scheme == KernelScheme::Int4Symmetric as u32) {
+                let e = start + i;
+                let b = (e / cols) * blocks_per_row + (e % cols) / block;
+                let scale = f32::reinterpret(f16_bits_to_f32_bits(half_word(scales, scales_off, b)));
+                value = u32::reinterpret(f32::cast_from(sym as i32 - 8) * scale);
+            }
+            if comptime!(scheme == KernelScheme::Int4Asymmetric as u32) {
+                let e = start + i;
+                let b = (e / cols) * blocks_per_row + (e % cols) / block;
+                let scale = f32::reinterpret(f16_bits_to_f32_bits(half_word(scales, scales_off, 2 * b)));
+                let min = f32::reinterpret(f16_bits_to_f32_bits(half_word(scales, scales_off, 2 * b + 1)));
+                let product = f32::cast_from(sym) * scale;
+                value = u32::reinterpret(product + min);
+            }
+            if comptime!(!native16) {
+                out[out_off + i] = value;
+            }
+        }
+        if comptime!(native16) {
+            write_pairs(out, &mut stage, value, out_off, k, count, lanes);
+        }
+    }
+}
+
+/// Decodes a batch of tiles. `out` receives `f32` bits (one word per element) or, for
+/// [`OutputKind::Native16`], pairs of 16-bit values per word.
+#[cube(launch)]
+pub fn decode_tiles_kernel(
+    data: &[u32],
+    tiles: &[u32],
+    tables: &[u32],
+    scales: &[u32],
+    out: &mut [u32],
+    #[comptime] scheme: u32,
+    #[comptime] output: u32,
+    #[comptime] lanes: usize,
+) {
+    let native16 = comptime!(output == OutputKind::Native16 as u32);
+    if comptime!(scheme >= KernelScheme::RawBf16 as u32) {
+        copy_raw(data, tiles, out, scheme, native16, lanes);
+    } else {
+        decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes);
+    }
+}
+
+/// Launches [`decode_tiles_kernel`] over `num_tiles` tiles on `client`. The handles hold the
+/// batch's words (see [`crate::batch::DecodeBatch`]); `out` must hold the batch's output words.
+#[allow(clippy::too_many_arguments)]
+pub fn launch_decode_tiles(
+    client: &cubecl::client::Client,
+    num_tiles: usize,
+    lanes: usize,
+    scheme: KernelScheme,
+    output: OutputKind,
+    data: (cubecl::server::Handle, usize),
+    tiles: (cubecl::server::Handle, usize),
+    tables: (cubecl::server::Handle, usize),
+    scales: (cubecl::server::Handle, usize),
+    out: (cubecl::server::Handle, usize),
+) {
+    if num_tiles == 0 {
+        return;
+    }
+    // SAFETY: each length is the number of u32 words the handle holds (the batch builder's).
+    unsafe {
+        decode_tiles_kernel::launch(
+            client,
+            CubeCount::new_1d(num_tiles as u32),
+            CubeDim::new_1d(lanes as u32),
+            BufferArg::from_raw_parts(data.0, data.1),
+            BufferArg::from_raw_parts(tiles.0, tiles.1),
+            BufferArg::from_raw_parts(tables.0, tables.1),
+            BufferArg::from_raw_parts(scales.0, scales.1),
+            BufferArg::from_raw_parts(out.0, out.1),
+            scheme as u32,
+            output as u32,
+            lanes,
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The GPU kernels against the CPU reference decoder, bit for bit, on Vulkan (lavapipe in CI):
+//! every scheme × dtype × awkward shape, with NaN, infinities, subnormals and −0 in the data.
+//! The same batches also run through the op on Burn's Flex CPU backend.
+
+use burn::tensor::{DType, Device, Tensor};
+use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+use ember_kernels::batch::DecodeBatch;
+use ember_kernels::op::decode_batch;
+
+fn vulkan() -> Device {
+    // Fails loudly: CI must run the kernels on Vulkan, never skip them or fall back to GL.
+    ember_kernels::device::vulkan_device()
+        .expect("a Vulkan device (lavapipe: apt-get install mesa-vulkan-drivers libvulkan1)")
+}
+
+fn float_bytes(dtype: Dtype, n: usize, seed: u64, specials: bool) -> Vec<u8> {
+    let mut x = seed | 1;
+    let sp: &[u32] = match dtype {
+        Dtype::F32 => {
+            &[0, 0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x7fc0_0001, 0xff80_0001, 1, 0x8000_0003, 0x7f7f_ffff]
+        }
+        Dtype::BF16 => &[0, 0x8000, 0x7f80, 0xff80, 0x7fc1, 0xff81, 1, 0x8003, 0x7f7f],
+        _ => &[0, 0x8000, 0x7c00, 0xfc00, 0x7e01, 0xfc01, 1, 0x8003, 0x7bff, 0x03ff],
+    };
+    (0..n)
+        .flat_map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bits = if specials && x % 5 == 0 {
+                sp[(x as usize / 5) % sp.len()]
+            } else {
+                let v = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.1 * if i % 31 == 0 { 20.0 } else { 1.0 };
+                match dtype {
+                    Dtype::F32 => (v as f32).to_bits(),
+                    Dtype::BF16 => half::bf16::from_f64(v).to_bits() as u32,
+                    _ => half::f16::from_f64(v).to_bits() as u32,
+                }
+            };
+            match dtype {
+                Dtype::F32 => bits.to_le_bytes().to_vec(),
+                _ => (bits as u16).to_le_bytes().to_vec(),
+            }
+        })
+        .collect()
+}
+
+struct Case {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<u64>,
+    scheme: SchemeKind,
+    opts: EncodeOptions,
+}
+
+fn cases() -> Vec<Case> {
+    let tile = 96usize;
+    let shapes: Vec<Vec<u64>> = vec![
+        vec![1],
+        vec![1, 1],
+        vec![tile as u64 - 1],
+        vec![tile as u64],
+        vec![tile as u64 + 1],
+        vec![7, 13],
+        vec![5, 200],
+        vec![33, 64],
+        vec![3, 2, 17],
+    ];
+    let mut out = Vec::new();
+    for (k, shape) in shapes.iter().enumerate() {
+        for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32] {
+            for scheme in [SchemeKind::Lossless, SchemeKind::Raw, SchemeKind::Int8, SchemeKind::Int4] {
+                for lanes in [32u32, 4] {
+                    let asym = k % 2 == 1;
+                    let opts = EncodeOptions {
+                        tile_elems: tile,
+                        lanes,
+                        prob_bits: 12 - (k as u32 % 3),
+                        int4_block: 16,
+                        int4_asymmetric: asym,
+                    };
+                    out.push(Case {
+                        name: format!("{dtype}-{scheme}-{lanes}-{k}"),
+                        dtype,
+                        shape: shape.clone(),
+                        scheme,
+                        opts,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn write(cases: &[Case], dir: &std::path::Path) -> (Container, Vec<Vec<u8>>) {
+    let path = dir.join("cases.ember");
+    let mut w = ContainerWriter::create(&path).unwrap();
+    let mut originals = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let n: u64 = c.shape.iter().product();
+        let lossy = matches!(c.scheme, SchemeKind::Int8 | SchemeKind::Int4);
+        let data = float_bytes(c.dtype, n as usize, i as u64 + 7, !lossy);
+        w.add(encode_tensor(&c.name, c.dtype, &c.shape, &data, c.scheme, &c.opts).unwrap()).unwrap();
+        originals.push(data);
+    }
+    w.finish().unwrap();
+    (Container::open(&path).unwrap(), originals)
+}
+
+fn to_bytes(t: Tensor<1>) -> (DType, Vec<u8>) {
+    let data = t.into_data();
+    (data.dtype(), data.as_bytes().to_vec())
+}
+
+/// The reference: the CPU decoder's output widened to f32 (bit patterns compared).
+fn reference_f32(file: &Container, name: &str) -> Vec<u8> {
+    let d = file.decode(file.get(name).unwrap()).unwrap();
+    d.to_f32().unwrap().iter().flat_map(|v| v.to_bits().to_le_bytes()).collect()
+}
+
+fn check_device(device: &Device, label: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    let (file, originals) = write(&cases, dir.path());
+    let entries: Vec<_> = file.tensors().iter().collect();
+    let (batches, plain) = DecodeBatch::group(&file, &entries).unwrap();
+    assert!(plain.is_empty());
+    assert!(batches.len() >= 10, "one batch per scheme and lane count");
+    let mut checked = 0;
+    for batch in &batches {
+        let (dtype, out) = to_bytes(decode_batch(batch, device, false));
+        assert_eq!(dtype, DType::F32);
+        for o in &batch.outputs {
+            let got = &out[4 * o.offset..4 * (o.offset + o.elements)];
+            let want = reference_f32(&file, &o.name);
+            if let Some(i) = (0..o.elements).find(|&i| got[4 * i..4 * i + 4] != want[4 * i..4 * i + 4]) {
+                let bits = |b: &[u8]| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+                panic!(
+                    "{label}: `{}` differs from the CPU decoder at element {i} of {}: {:#010x} vs {:#010x}",
+                    o.name,
+                    o.elements,
+                    bits(got),
+                    bits(&want)
+                );
+            }
+            checked += 1;
+        }
+        if batch.supports_native16() {
+            let (dtype, out) = to_bytes(decode_batch(batch, device, true));
+            assert!(matches!(dtype, DType::BF16 | DType::F16));
+            for o in &batch.outputs {
+                let i = cases.iter().position(|c| c.name == o.name).unwrap();
+                assert_eq!(
+                    &out[2 * o.offset..2 * (o.offset + o.elements)],
+                    &originals[i][..],
+                    "{label}: native `{}`",
+                    o.name
+                );
+            }
+        }
+    }
+    assert_eq!(checked, cases.len());
+}
+
+#[test]
+fn vulkan_kernels_match_the_cpu_decoder_bit_for_bit() {
+    check_device(&vulkan(), "vulkan");
+}
+
+#[test]
+fn flex_backend_matches_the_cpu_decoder_bit_for_bit() {
+    check_device(&Device::flex(), "flex");
+}
+
+#[test]
+fn one_launch_decodes_a_whole_block_of_tensors() {
+    // All BF16 lossless weights of a Llama-like block go through a single batch.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("block.ember");
+    let mut w = ContainerWriter::create(&path).unwrap();
+    let names = ["q", "k", "v", "o", "gate", "up", "down"];
+    let shapes = [[64u64, 64], [16, 64], [16, 64], [64, 64], [96, 64], [96, 64], [64, 96]];
+    let mut originals = Vec::new();
+    for (i, (n, s)) in names.iter().zip(shapes).enumerate() {
+        let data = float_bytes(Dtype::BF16, (s[0] * s[1]) as usize, i as u64, false);
+        let opts = EncodeOptions { tile_elems: 1024, ..EncodeOptions::default() };
+        w.add(encode_tensor(n, Dtype::BF16, &s, &data, SchemeKind::Lossless, &opts).unwrap()).unwrap();
+        originals.push(data);
+    }
+    w.finish().unwrap();
+    let file = Container::open(&path).unwrap();
+    let entries: Vec<_> = file.tensors().iter().collect();
+    let batch = DecodeBatch::new(&file, &entries).unwrap();
+    assert!(batch.num_tiles() > names.len());
+    let (_, out) = to_bytes(decode_batch(&batch, &vulkan(), true));
+    for (o, orig) in batch.outputs.iter().zip(&originals) {
+        assert_eq!(&out[2 * o.offset..2 * (o.offset + o.elements)], &orig[..], "{}", o.name);
+    }
+}
+
+#[test]
+fn corrupt_tiles_are_refused_before_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    let (file, _) = write(&cases[..8], dir.path());
+    let path = file.path().to_path_buf();
+    let t = file.tensors()[0].clone();
+    drop(file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[t.tiles[0].offset as usize + 1] ^= 0x80;
+    std::fs::write(&path, bytes).unwrap();
+    let file = Container::open(&path).unwrap();
+    let entry = file.get(&t.name).unwrap();
+    let err = DecodeBatch::new(&file, &[entry]).unwrap_err().to_string();
+    assert!(err.contains(&t.name) && err.contains("checksum"), "{err}");
+}
