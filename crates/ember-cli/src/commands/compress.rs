@@ -1,0 +1,153 @@
+//! `ember compress`: checkpoint → `.ember`, tensor by tensor (memory stays bounded by the largest
+//! tensor), written atomically.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use ember_codec::{encode_tensor, ContainerWriter, EncodeOptions, SchemeKind};
+use indicatif::{ProgressBar, ProgressStyle};
+use regex::Regex;
+
+use super::{human_bytes, with_threads};
+use crate::source::{Source, SourceTensor};
+
+/// The scheme asked for on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SchemeArg {
+    /// Bit-exact.
+    Lossless,
+    /// Symmetric per-row int8.
+    Int8,
+    /// Per-block int4.
+    Int4,
+    /// Stored as is.
+    Raw,
+}
+
+impl From<SchemeArg> for SchemeKind {
+    fn from(s: SchemeArg) -> Self {
+        match s {
+            SchemeArg::Lossless => SchemeKind::Lossless,
+            SchemeArg::Int8 => SchemeKind::Int8,
+            SchemeArg::Int4 => SchemeKind::Int4,
+            SchemeArg::Raw => SchemeKind::Raw,
+        }
+    }
+}
+
+/// `ember compress` arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A .safetensors file or a Hugging Face model directory.
+    input: PathBuf,
+    /// The .ember file to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// How to code the selected tensors.
+    #[arg(long, value_enum, default_value = "lossless")]
+    scheme: SchemeArg,
+    /// Target elements per tile.
+    #[arg(long, default_value_t = ember_codec::tile::DEFAULT_TILE_ELEMS)]
+    tile_elems: usize,
+    /// Only tensors whose name matches this regex get the scheme (others are stored raw).
+    #[arg(long)]
+    include: Option<String>,
+    /// Tensors whose name matches this regex are stored raw.
+    #[arg(long)]
+    exclude: Option<String>,
+    /// Tensors with fewer elements are stored raw.
+    #[arg(long, default_value_t = 4096)]
+    min_elems: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// rANS lanes per tile (a power of two).
+    #[arg(long, default_value_t = 32)]
+    lanes: u32,
+    /// int4 block length along the last dimension.
+    #[arg(long, default_value_t = 32)]
+    int4_block: u32,
+    /// int4 with a per-block minimum (like GGUF Q4_1) instead of symmetric codes.
+    #[arg(long)]
+    int4_asymmetric: bool,
+}
+
+/// Which scheme a tensor gets: the requested one if it is selected and a float; quantised
+/// schemes only for matrices (vectors such as norms fall back to `lossless`); else `raw`.
+fn scheme_for(
+    t: &SourceTensor,
+    want: SchemeKind,
+    a: &Args,
+    include: &Option<Regex>,
+    exclude: &Option<Regex>,
+) -> SchemeKind {
+    let n: u64 = t.shape.iter().product();
+    let selected = include.as_ref().is_none_or(|r| r.is_match(&t.name))
+        && !exclude.as_ref().is_some_and(|r| r.is_match(&t.name))
+        && n >= a.min_elems;
+    if !selected || t.dtype.float_layout().is_none() {
+        return SchemeKind::Raw;
+    }
+    match want {
+        SchemeKind::Int8 | SchemeKind::Int4 if t.shape.len() < 2 => SchemeKind::Lossless,
+        other => other,
+    }
+}
+
+/// Runs `ember compress`.
+pub fn run(a: Args) -> Result<()> {
+    let regex = |r: &Option<String>, flag: &str| -> Result<Option<Regex>> {
+        r.as_deref().map(|s| Regex::new(s).with_context(|| format!("{flag}: invalid regex `{s}`"))).transpose()
+    };
+    let include = regex(&a.include, "--include")?;
+    let exclude = regex(&a.exclude, "--exclude")?;
+    let want = SchemeKind::from(a.scheme);
+    let opts = EncodeOptions {
+        tile_elems: a.tile_elems,
+        lanes: a.lanes,
+        int4_block: a.int4_block,
+        int4_asymmetric: a.int4_asymmetric,
+        ..EncodeOptions::default()
+    };
+    let source = Source::open(&a.input)?;
+    let total = source.total_bytes()?;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let mut writer = ContainerWriter::create(&a.output)?;
+    writer.set_metadata("producer", format!("ember {}", env!("CARGO_PKG_VERSION")));
+    writer.set_metadata("source", a.input.display().to_string());
+    let mut stored = 0u64;
+    with_threads(a.threads, || -> Result<()> {
+        for name in source.names() {
+            let t = source.tensor(name)?;
+            let kind = scheme_for(&t, want, &a, &include, &exclude);
+            bar.set_message(name.to_string());
+            let encoded = encode_tensor(&t.name, t.dtype, &t.shape, t.data, kind, &opts)
+                .with_context(|| format!("{}", a.input.display()))?;
+            stored += encoded.stored_bytes();
+            writer.add(encoded)?;
+            bar.inc(t.data.len() as u64);
+        }
+        Ok(())
+    })??;
+    let file_bytes = writer.finish()?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{} tensors: {} -> {} ({:.2}% of the original, {} of tile data) in {secs:.1} s, {}/s",
+        source.len(),
+        human_bytes(total),
+        human_bytes(file_bytes),
+        100.0 * file_bytes as f64 / total.max(1) as f64,
+        human_bytes(stored),
+        human_bytes((total as f64 / secs.max(1e-9)) as u64),
+    );
+    Ok(())
+}
