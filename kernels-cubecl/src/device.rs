@@ -8,14 +8,35 @@ use burn::tensor::Device;
 
 use crate::error::KernelError;
 
-/// Initialises the default adapter through Vulkan (once per process) and returns its Burn device.
+/// The opened Vulkan device and its adapter's description.
+#[derive(Clone, Debug)]
+pub struct VulkanDevice {
+    /// The Burn device.
+    pub device: Device,
+    /// Adapter name and driver, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Mesa 22.3.6)`.
+    pub adapter: String,
+}
+
+/// Initialises the default adapter through Vulkan (once per process).
 ///
 /// The runtime can be initialised only once, so the outcome — device or error message — is kept
 /// and every later call gets the same answer.
-pub fn vulkan_device() -> Result<Device, KernelError> {
-    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+pub fn open_vulkan() -> Result<VulkanDevice, KernelError> {
+    static DEVICE: OnceLock<Result<VulkanDevice, String>> = OnceLock::new();
     DEVICE
-        .get_or_init(|| Device::wgpu_options().graphics_api(WgpuBackend::Vulkan).init().map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            let (device, setup) = Device::wgpu_options()
+                .graphics_api(WgpuBackend::Vulkan)
+                .init_with_setup()
+                .map_err(|e| e.to_string())?;
+            let info = setup.adapter.get_info();
+            Ok(VulkanDevice { device, adapter: format!("{} ({}, {:?})", info.name, info.driver_info, info.backend) })
+        })
         .clone()
         .map_err(KernelError::NoVulkan)
+}
+
+/// The Burn device of [`open_vulkan`].
+pub fn vulkan_device() -> Result<Device, KernelError> {
+    open_vulkan().map(|d| d.device)
 }

@@ -48,6 +48,11 @@ pub trait DecodeOps: Backend {
         scales: IntTensor<Self>,
         spec: LaunchSpec,
     ) -> FloatTensor<Self>;
+
+    /// A plain copy of a `u32` tensor into a new buffer: the device-bandwidth yardstick of the
+    /// decode benchmark.
+    #[fusion(dtype = input, shape = input)]
+    fn ember_copy_words(input: IntTensor<Self>) -> IntTensor<Self>;
 }
 
 #[cfg(feature = "wgpu")]
@@ -93,6 +98,20 @@ mod cube {
             );
             out
         }
+
+        fn ember_copy_words(input: CubeTensor) -> CubeTensor {
+            let client = input.client.clone();
+            let (handle, words) = words(&input);
+            let out = CubeTensor::new_contiguous(
+                client.clone(),
+                input.device.clone(),
+                input.meta.shape().clone(),
+                client.empty(4 * words.max(1)),
+                input.dtype,
+            );
+            crate::kernel::launch_copy_words(&client, handle, out.handle.clone(), words);
+            out
+        }
     }
 }
 
@@ -135,34 +154,82 @@ mod flex {
             .expect("the batch was validated when it was built");
             Flex::float_from_data(TensorData::from_bytes_vec(out, [spec.elements], spec.dtype), &device)
         }
+
+        fn ember_copy_words(input: IntTensor<Self>) -> IntTensor<Self> {
+            let device = input.device();
+            Flex::int_from_data(pollster::block_on(Flex::int_into_data(input)).expect("host tensor"), &device)
+        }
     }
 }
 
 /// Runs one batch on `device` and returns the flat output (F32, or BF16/F16 with `native16`
 /// where the batch allows it, see [`DecodeBatch::supports_native16`]).
 pub fn decode_batch(batch: &DecodeBatch, device: &Device, native16: bool) -> Tensor<1> {
-    let output = if native16 && batch.supports_native16() { OutputKind::Native16 } else { OutputKind::F32 };
-    let dtype = match (output, batch.scheme) {
-        (OutputKind::F32, _) => DType::F32,
-        (_, KernelScheme::LosslessBf16 | KernelScheme::RawBf16) => DType::BF16,
-        _ => DType::F16,
-    };
-    let upload = |w: &[u32]| {
-        Tensor::<1, Int>::from_data(TensorData::new(w.to_vec(), [w.len()]), (device, DType::U32)).into_dispatch()
-    };
-    let spec = LaunchSpec {
-        scheme: batch.scheme,
-        output,
-        lanes: batch.lanes,
-        num_tiles: batch.num_tiles(),
-        elements: batch.output_elements.max(2),
-        dtype,
-    };
-    Tensor::from_dispatch(<Dispatch as DecodeOps>::ember_decode(
-        upload(&batch.data),
-        upload(&batch.tiles),
-        upload(&batch.tables),
-        upload(&batch.scales),
-        spec,
-    ))
+    UploadedBatch::new(batch, device, native16).decode()
+}
+
+/// Copies a `u32` tensor on its device (the bandwidth yardstick of `decode-bench`).
+pub fn copy_words(t: Tensor<1, Int>) -> Tensor<1, Int> {
+    Tensor::from_dispatch(<Dispatch as DecodeOps>::ember_copy_words(t.into_dispatch()))
+}
+
+/// Uploads a batch's buffers once, for repeated launches (benchmarks, resident weights).
+pub struct UploadedBatch {
+    data: Tensor<1, Int>,
+    tiles: Tensor<1, Int>,
+    tables: Tensor<1, Int>,
+    scales: Tensor<1, Int>,
+    spec: LaunchSpec,
+}
+
+impl UploadedBatch {
+    /// Uploads `batch` to `device`; `native16` as in [`decode_batch`].
+    pub fn new(batch: &DecodeBatch, device: &Device, native16: bool) -> Self {
+        let output = if native16 && batch.supports_native16() { OutputKind::Native16 } else { OutputKind::F32 };
+        let dtype = match (output, batch.scheme) {
+            (OutputKind::F32, _) => DType::F32,
+            (_, KernelScheme::LosslessBf16 | KernelScheme::RawBf16) => DType::BF16,
+            _ => DType::F16,
+        };
+        let upload =
+            |w: &[u32]| Tensor::<1, Int>::from_data(TensorData::new(w.to_vec(), [w.len()]), (device, DType::U32));
+        Self {
+            data: upload(&batch.data),
+            tiles: upload(&batch.tiles),
+            tables: upload(&batch.tables),
+            scales: upload(&batch.scales),
+            spec: LaunchSpec {
+                scheme: batch.scheme,
+                output,
+                lanes: batch.lanes,
+                num_tiles: batch.num_tiles(),
+                elements: batch.output_elements.max(2),
+                dtype,
+            },
+        }
+    }
+
+    /// Decodes the batch into a new flat tensor.
+    pub fn decode(&self) -> Tensor<1> {
+        Tensor::from_dispatch(<Dispatch as DecodeOps>::ember_decode(
+            self.data.clone().into_dispatch(),
+            self.tiles.clone().into_dispatch(),
+            self.tables.clone().into_dispatch(),
+            self.scales.clone().into_dispatch(),
+            self.spec.clone(),
+        ))
+    }
+
+    /// Bytes the decoded output occupies.
+    pub fn output_bytes(&self) -> usize {
+        self.spec.elements * self.spec.dtype.size()
+    }
+
+    /// Bytes uploaded (compressed tiles, descriptors, tables, scales).
+    pub fn uploaded_bytes(&self) -> usize {
+        4 * (self.data.shape().num_elements()
+            + self.tiles.shape().num_elements()
+            + self.tables.shape().num_elements()
+            + self.scales.shape().num_elements())
+    }
 }

@@ -215,3 +215,21 @@ fn corrupt_tiles_are_refused_before_upload() {
     let err = DecodeBatch::new(&file, &[entry]).unwrap_err().to_string();
     assert!(err.contains(&t.name) && err.contains("checksum"), "{err}");
 }
+
+#[test]
+fn batches_larger_than_one_dispatch_dimension_decode() {
+    // 70 000 one-element tiles: more cubes than the 65 535 a dispatch dimension allows.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.ember");
+    let n = 70_000usize;
+    let data = float_bytes(Dtype::BF16, n, 3, false);
+    let opts = EncodeOptions { tile_elems: 1, lanes: 1, ..EncodeOptions::default() };
+    let mut w = ContainerWriter::create(&path).unwrap();
+    w.add(encode_tensor("w", Dtype::BF16, &[n as u64], &data, SchemeKind::Lossless, &opts).unwrap()).unwrap();
+    w.finish().unwrap();
+    let file = Container::open(&path).unwrap();
+    let batch = DecodeBatch::new(&file, &[file.get("w").unwrap()]).unwrap();
+    assert_eq!(batch.num_tiles(), n);
+    let (_, out) = to_bytes(decode_batch(&batch, &vulkan(), false));
+    assert!(out[..4 * n] == reference_f32(&file, "w")[..], "tiles past the first dispatch row differ");
+}

@@ -33,6 +33,7 @@ pub mod entropy;
 mod error;
 pub mod rans;
 pub mod schemes;
+pub mod synthetic;
 pub mod tile;
 
 pub use container::{Container, ContainerWriter, DecodedTensor, TensorEntry};

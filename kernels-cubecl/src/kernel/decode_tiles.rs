@@ -1,6 +1,4 @@
 //! `decode_tiles`: one cube per tile, one unit per rANS lane — `FORMAT.md` §3–6, step for step.
-// The `#[cube(launch)]` macro generates undocumented helper items.
-#![allow(missing_docs)]
 // Kernel code: CubeCL expands `(a + b - 1) / b` but has no `div_ceil`.
 #![allow(clippy::manual_div_ceil)]
 //!
@@ -255,10 +253,13 @@ pub fn decode_tiles_kernel(
     #[comptime] lanes: usize,
 ) {
     let native16 = comptime!(output == OutputKind::Native16 as u32);
-    if comptime!(scheme >= KernelScheme::RawBf16 as u32) {
-        copy_raw(data, tiles, out, scheme, native16, lanes);
-    } else {
-        decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes);
+    // Spare cubes of a 2-D grid have no tile (uniform per cube, so barriers stay safe).
+    if CUBE_POS * DESC_WORDS < tiles.len() {
+        if comptime!(scheme >= KernelScheme::RawBf16 as u32) {
+            copy_raw(data, tiles, out, scheme, native16, lanes);
+        } else {
+            decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes);
+        }
     }
 }
 
@@ -284,7 +285,7 @@ pub fn launch_decode_tiles(
     unsafe {
         decode_tiles_kernel::launch(
             client,
-            CubeCount::new_1d(num_tiles as u32),
+            super::cube_grid(num_tiles),
             CubeDim::new_1d(lanes as u32),
             BufferArg::from_raw_parts(data.0, data.1),
             BufferArg::from_raw_parts(tiles.0, tiles.1),

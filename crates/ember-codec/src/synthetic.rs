@@ -1,0 +1,64 @@
+//! Deterministic weight-like data from a seed, for benchmarks and tests: large models are
+//! generated where they run instead of being carried around.
+//!
+//! The generator is SplitMix64 (tiny, identical on every platform); values follow a Gaussian
+//! with a per-row spread and a sprinkle of 8× outliers, as trained Llama projections do.
+
+/// SplitMix64.
+#[derive(Clone, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// A `rows × cols` weight matrix: per-row std uniform in `[0.012, 0.028]`, 0.1% of values ×8.
+pub fn llama_like_f32(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix(seed);
+    let mut out = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        let row_std = 0.02 * (0.6 + 0.8 * rng.uniform());
+        for _ in 0..cols {
+            let mut v = rng.normal() * row_std;
+            if rng.uniform() < 0.001 {
+                v *= 8.0;
+            }
+            out.push(v as f32);
+        }
+    }
+    out
+}
+
+/// Little-endian BF16 bytes (round to nearest even).
+pub fn to_bf16_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| half::bf16::from_f32(*x).to_bits().to_le_bytes()).collect()
+}
+
+/// Little-endian F16 bytes (round to nearest even).
+pub fn to_f16_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| half::f16::from_f32(*x).to_bits().to_le_bytes()).collect()
+}
+
+/// Little-endian F32 bytes.
+pub fn to_f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}

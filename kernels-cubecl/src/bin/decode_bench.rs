@@ -1,0 +1,154 @@
+//! `decode-bench`: decoded GB/s per scheme on Llama-sized matrices, with the device's plain
+//! copy bandwidth measured in the same run (so `decode / copy` holds across machines), on the
+//! Vulkan GPU and on the CPU path (the reference decoder behind the same op, Burn's Flex).
+//!
+//! `cargo run --release -p ember-kernels --bin decode-bench -- [--json] [--shapes 4096x4096,14336x4096]
+//!  [--reps N] [--no-cpu] [--no-gpu]`
+//!
+//! GB/s count bytes *written* (decoded output; for the copy, bytes copied). Weights are
+//! synthetic (seeded), generated here rather than carried.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use ember_codec::{encode_tensor, synthetic, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+use ember_kernels::batch::DecodeBatch;
+use ember_kernels::op::{copy_words, UploadedBatch};
+use serde_json::{json, Value};
+
+struct Opts {
+    json: bool,
+    shapes: Vec<(usize, usize)>,
+    reps: usize,
+    cpu: bool,
+    gpu: bool,
+}
+
+fn parse() -> Result<Opts> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let shapes = value("--shapes")
+        .unwrap_or_else(|| "4096x4096,14336x4096".into())
+        .split(',')
+        .map(|s| {
+            let (r, c) = s.split_once('x').with_context(|| format!("--shapes: `{s}` is not ROWSxCOLS"))?;
+            Ok((r.parse()?, c.parse()?))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Opts {
+        json: args.iter().any(|a| a == "--json"),
+        shapes,
+        reps: value("--reps").map(|r| r.parse()).transpose()?.unwrap_or(5),
+        cpu: !args.iter().any(|a| a == "--no-cpu"),
+        gpu: !args.iter().any(|a| a == "--no-gpu"),
+    })
+}
+
+/// Best of `reps` timed runs of `f` followed by a device sync, in seconds (one warm-up first).
+fn best_of(device: &Device, reps: usize, mut f: impl FnMut()) -> Result<f64> {
+    f();
+    device.sync().map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        device.sync().map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn copy_gbps(device: &Device, bytes: usize, reps: usize) -> Result<f64> {
+    let words = bytes / 4;
+    let src = Tensor::<1, Int>::from_data(TensorData::new(vec![7u32; words], [words]), (device, DType::U32));
+    let secs = best_of(device, reps, || drop(copy_words(src.clone())))?;
+    Ok(bytes as f64 / secs / 1e9)
+}
+
+fn run_device(label: &str, device: &Device, name: &str, o: &Opts, files: &[(String, Container)]) -> Result<Value> {
+    let largest = o.shapes.iter().map(|(r, c)| r * c * 4).max().unwrap_or(1 << 20);
+    let copy = copy_gbps(device, largest, o.reps)?;
+    let mut rows = Vec::new();
+    for (case, file) in files {
+        let t = &file.tensors()[0];
+        let batch = DecodeBatch::new(file, &[t])?;
+        for native16 in [false, true] {
+            if native16 && !batch.supports_native16() {
+                continue;
+            }
+            let up = UploadedBatch::new(&batch, device, native16);
+            let secs = best_of(device, o.reps, || drop(up.decode()))?;
+            let out_bytes = up.output_bytes();
+            let gbps = out_bytes as f64 / secs / 1e9;
+            rows.push(json!({
+                "case": case, "shape": t.shape, "scheme": t.scheme.kind().name(),
+                "output": if native16 { "bf16" } else { "f32" },
+                "output_bytes": out_bytes, "compressed_bytes": t.stored_bytes(),
+                "seconds": secs, "decoded_gbps": gbps,
+                "bf16_weights_gbps": (t.elements() * 2) as f64 / secs / 1e9,
+                "decode_vs_copy": gbps / copy,
+            }));
+            if !o.json {
+                println!(
+                    "{label:>6} {case:<24} -> {:<4} {:>8.2} GB/s decoded ({:.2}x of copy)",
+                    if native16 { "bf16" } else { "f32" },
+                    gbps,
+                    gbps / copy
+                );
+            }
+        }
+    }
+    if !o.json {
+        println!("{label:>6} copy {copy:.2} GB/s ({name})");
+    }
+    Ok(json!({ "path": label, "device": name, "copy_gbps": copy, "results": rows }))
+}
+
+fn main() -> Result<()> {
+    let o = parse()?;
+    let dir = tempfile::tempdir()?;
+    // Encode each case once (host side, not timed).
+    let mut files = Vec::new();
+    for &(rows, cols) in &o.shapes {
+        let values = synthetic::llama_like_f32(rows, cols, (rows * 31 + cols) as u64);
+        let bf16 = synthetic::to_bf16_bytes(&values);
+        for (scheme, label) in [
+            (SchemeKind::Lossless, "lossless"),
+            (SchemeKind::Int8, "int8"),
+            (SchemeKind::Int4, "int4"),
+            (SchemeKind::Raw, "raw"),
+        ] {
+            let path = dir.path().join(format!("{rows}x{cols}-{label}.ember"));
+            let mut w = ContainerWriter::create(&path)?;
+            let shape = [rows as u64, cols as u64];
+            w.add(encode_tensor("w", Dtype::BF16, &shape, &bf16, scheme, &EncodeOptions::default())?)?;
+            w.finish()?;
+            files.push((format!("{rows}x{cols} {label}"), Container::open(&path)?));
+        }
+    }
+    let mut paths = Vec::new();
+    if o.gpu {
+        match ember_kernels::device::open_vulkan() {
+            Ok(v) => paths.push(run_device("gpu", &v.device, &v.adapter, &o, &files)?),
+            Err(e) if o.cpu => eprintln!("no GPU measurement: {e}"),
+            Err(e) => bail!(e),
+        }
+    }
+    if o.cpu {
+        let threads = rayon::current_num_threads();
+        paths.push(run_device("cpu", &Device::flex(), &format!("Flex + ember-codec, {threads} threads"), &o, &files)?);
+    }
+    if o.json {
+        let report = json!({
+            "benchmark": "decode-bench",
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "commit": option_env!("EMBER_COMMIT").unwrap_or("unknown"),
+            "data": "synthetic Llama-like BF16 weights (seeded), one tensor per launch",
+            "units": "GB/s of bytes written (decoded output; copy: bytes copied)",
+            "paths": paths,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
