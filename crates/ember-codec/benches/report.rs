@@ -90,7 +90,20 @@ fn main() {
         }
         results.push(row);
     }
-    let report = json!({ "threads": threads, "rows": rows, "cols": cols, "reps": reps,
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let report = json!({
+        "benchmark": "ember-codec report",
+        "machine": format!("{machine}, {threads} threads"),
+        "commit": option_env!("EMBER_COMMIT").unwrap_or("unknown"),
+        "command": "cargo bench -p ember-codec --bench report -- --json",
+        "threads": threads, "rows": rows, "cols": cols, "reps": reps,
         "data": "llama-like synthetic weights (Gaussian, per-row std 0.012-0.028, 0.1% 8x outliers), seed 42",
         "results": results });
     if json_out {
