@@ -14,35 +14,7 @@ fn vulkan() -> Device {
 }
 
 fn float_bytes(dtype: Dtype, n: usize, seed: u64, specials: bool) -> Vec<u8> {
-    let mut x = seed | 1;
-    let sp: &[u32] = match dtype {
-        Dtype::F32 => {
-            &[0, 0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x7fc0_0001, 0xff80_0001, 1, 0x8000_0003, 0x7f7f_ffff]
-        }
-        Dtype::BF16 => &[0, 0x8000, 0x7f80, 0xff80, 0x7fc1, 0xff81, 1, 0x8003, 0x7f7f],
-        _ => &[0, 0x8000, 0x7c00, 0xfc00, 0x7e01, 0xfc01, 1, 0x8003, 0x7bff, 0x03ff],
-    };
-    (0..n)
-        .flat_map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let bits = if specials && x % 5 == 0 {
-                sp[(x as usize / 5) % sp.len()]
-            } else {
-                let v = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.1 * if i % 31 == 0 { 20.0 } else { 1.0 };
-                match dtype {
-                    Dtype::F32 => (v as f32).to_bits(),
-                    Dtype::BF16 => half::bf16::from_f64(v).to_bits() as u32,
-                    _ => half::f16::from_f64(v).to_bits() as u32,
-                }
-            };
-            match dtype {
-                Dtype::F32 => bits.to_le_bytes().to_vec(),
-                _ => (bits as u16).to_le_bytes().to_vec(),
-            }
-        })
-        .collect()
+    ember_codec::synthetic::float_test_bytes(dtype, n, seed, specials)
 }
 
 struct Case {

@@ -1,10 +1,11 @@
 //! Input checkpoints: one `.safetensors` file, or a Hugging Face model directory (a single
 //! `model.safetensors`, or shards listed by `model.safetensors.index.json`, or every
-//! `*.safetensors` in the directory). Files are memory-mapped; tensors are read on demand.
+//! `*.safetensors` in the directory). Files are memory-mapped; each shard's header is parsed and
+//! validated once at open, and a tensor's bytes are a slice of its map, read on demand.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ember_codec::Dtype;
@@ -14,11 +15,11 @@ use safetensors::SafeTensors;
 /// One tensor of the source, borrowed from its file's map.
 pub struct SourceTensor<'a> {
     /// Its name.
-    pub name: String,
+    pub name: &'a str,
     /// Its element type.
     pub dtype: Dtype,
     /// Its shape.
-    pub shape: Vec<u64>,
+    pub shape: &'a [u64],
     /// Its little-endian bytes.
     pub data: &'a [u8],
 }
@@ -28,16 +29,31 @@ struct Shard {
     map: Mmap,
 }
 
+/// Where one tensor lives: resolved at open, so a lookup never re-parses a header.
+struct Entry {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<u64>,
+    shard: usize,
+    /// Absolute byte range in the shard's map (already checked by safetensors against the file).
+    range: std::ops::Range<usize>,
+}
+
 /// An opened checkpoint.
 pub struct Source {
     shards: Vec<Shard>,
-    /// (tensor name, shard index), in file order.
-    index: Vec<(String, usize)>,
+    /// Tensors in shard order, then file (offset) order within a shard.
+    entries: Vec<Entry>,
+    by_name: HashMap<String, usize>,
 }
 
-fn shard_paths(path: &Path) -> Result<Vec<PathBuf>> {
+/// The shards of `path` and, for a directory with an index, the index's `weight_map`
+/// (tensor → shard path) to check the shards against.
+type ShardList = (Vec<PathBuf>, Option<(PathBuf, HashMap<String, PathBuf>)>);
+
+fn shard_paths(path: &Path) -> Result<ShardList> {
     if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok((vec![path.to_path_buf()], None));
     }
     if !path.is_dir() {
         bail!("{}: no such file or directory", path.display());
@@ -51,89 +67,128 @@ fn shard_paths(path: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(|m| m.as_object())
             .with_context(|| format!("{}: no `weight_map` object", index.display()))?;
-        let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
-        return Ok(files.into_iter().map(|f| path.join(f)).collect());
+        let mut weight_map = HashMap::with_capacity(map.len());
+        let mut files = BTreeSet::new();
+        for (tensor, file) in map {
+            let file = file
+                .as_str()
+                .with_context(|| format!("{}: weight_map entry `{tensor}` is not a file name", index.display()))?;
+            // Shards live inside the model directory; an index must not point elsewhere.
+            let rel = Path::new(file);
+            if file.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+                bail!("{}: weight_map entry `{tensor}` names `{file}`, not a file in the directory", index.display());
+            }
+            let shard = path.join(rel);
+            files.insert(shard.clone());
+            weight_map.insert(tensor.clone(), shard);
+        }
+        if files.is_empty() {
+            bail!("{}: the weight_map lists no tensors", index.display());
+        }
+        return Ok((files.into_iter().collect(), Some((index, weight_map))));
     }
     let single = path.join("model.safetensors");
     if single.is_file() {
-        return Ok(vec![single]);
+        return Ok((vec![single], None));
     }
     let mut all: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("{}: cannot list", path.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
     all.sort();
     if all.is_empty() {
         bail!("{}: no .safetensors files in this directory", path.display());
     }
-    Ok(all)
+    Ok((all, None))
 }
 
 impl Source {
-    /// Opens `path` (a file or a model directory) and indexes its tensors.
+    /// Opens `path` (a file or a model directory), validates every shard's header and indexes its
+    /// tensors. Fails, naming the file and tensor, on a dtype `.ember` cannot store (e.g.
+    /// `F8_E4M3`), on a tensor that appears in two shards, and on an index entry whose tensor is
+    /// not in the shard the index names.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut shards = Vec::new();
-        let mut index = Vec::new();
-        let mut seen = BTreeSet::new();
-        for p in shard_paths(path)? {
+        let (paths, weight_map) = shard_paths(path)?;
+        let mut shards = Vec::with_capacity(paths.len());
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut by_name = HashMap::new();
+        for p in paths {
             let file = File::open(&p).with_context(|| format!("{}: cannot open", p.display()))?;
-            // SAFETY: read-only map of a checkpoint we do not modify while it is open.
+            // SAFETY: read-only map of a checkpoint we do not modify while it is open; like every
+            // mmap-based reader we rely on no other process truncating it meanwhile.
             let map = unsafe { Mmap::map(&file) }.with_context(|| format!("{}: cannot map", p.display()))?;
-            let st = SafeTensors::deserialize(&map)
+            let (header_len, meta) = SafeTensors::read_metadata(&map)
                 .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", p.display()))?;
-            let (_, meta) = SafeTensors::read_metadata(&map)
-                .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", p.display()))?;
+            // read_metadata checked that the data section ends exactly at the end of the file.
+            let data_start = 8 + header_len;
             for name in meta.offset_keys() {
-                if !seen.insert(name.clone()) {
-                    bail!("{}: tensor `{name}` appears in more than one shard", p.display());
+                let info = meta.info(&name).with_context(|| format!("{}: tensor `{name}` vanished", p.display()))?;
+                let dtype = Dtype::from_name(&info.dtype.to_string()).with_context(|| {
+                    format!("{}: tensor `{name}` has dtype {}, which .ember cannot store", p.display(), info.dtype)
+                })?;
+                if let Some(&other) = by_name.get(&name) {
+                    let first: &Entry = &entries[other];
+                    bail!(
+                        "{}: tensor `{name}` is also in {}",
+                        p.display(),
+                        shards.get(first.shard).map_or(p.as_path(), |s: &Shard| s.path.as_path()).display()
+                    );
                 }
-                index.push((name, shards.len()));
+                let (s, e) = info.data_offsets;
+                by_name.insert(name.clone(), entries.len());
+                entries.push(Entry {
+                    name,
+                    dtype,
+                    shape: info.shape.iter().map(|&d| d as u64).collect(),
+                    shard: shards.len(),
+                    range: data_start + s..data_start + e,
+                });
             }
-            drop(st);
             shards.push(Shard { path: p, map });
         }
-        Ok(Self { shards, index })
+        if let Some((index, weight_map)) = weight_map {
+            for (tensor, file) in &weight_map {
+                let found = by_name.get(tensor).map(|&i| &shards[entries[i].shard].path);
+                if found != Some(file) {
+                    bail!(
+                        "{}: the index puts tensor `{tensor}` in {}, but it is not there",
+                        index.display(),
+                        file.display()
+                    );
+                }
+            }
+        }
+        Ok(Self { shards, entries, by_name })
     }
 
-    /// Tensor names in file order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.iter().map(|(n, _)| n.as_str())
+    /// The tensors, in shard order and file order within a shard.
+    pub fn tensors(&self) -> impl Iterator<Item = SourceTensor<'_>> {
+        self.entries.iter().map(|e| self.view(e))
+    }
+
+    fn view<'a>(&'a self, e: &'a Entry) -> SourceTensor<'a> {
+        SourceTensor {
+            name: &e.name,
+            dtype: e.dtype,
+            shape: &e.shape,
+            // The range was validated by safetensors against this very map.
+            data: &self.shards[e.shard].map[e.range.clone()],
+        }
+    }
+
+    /// Tensor `name`, if the checkpoint has it.
+    pub fn get(&self, name: &str) -> Option<SourceTensor<'_>> {
+        self.by_name.get(name).map(|&i| self.view(&self.entries[i]))
     }
 
     /// Number of tensors.
     pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Reads tensor `name`, checking that its dtype is one `.ember` knows.
-    pub fn tensor(&self, name: &str) -> Result<SourceTensor<'_>> {
-        let &(_, shard) = self
-            .index
-            .iter()
-            .find(|(n, _)| n == name)
-            .with_context(|| format!("no tensor named `{name}` in the input"))?;
-        let shard = &self.shards[shard];
-        let st = SafeTensors::deserialize(&shard.map)
-            .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", shard.path.display()))?;
-        let view = st.tensor(name).map_err(|e| anyhow::anyhow!("{}: tensor `{name}`: {e}", shard.path.display()))?;
-        let dtype = Dtype::from_name(&view.dtype().to_string()).with_context(|| {
-            format!("{}: tensor `{name}` has dtype {} which .ember cannot store", shard.path.display(), view.dtype())
-        })?;
-        Ok(SourceTensor {
-            name: name.to_string(),
-            dtype,
-            shape: view.shape().iter().map(|&d| d as u64).collect(),
-            data: view.data(),
-        })
+        self.entries.len()
     }
 
     /// Total bytes of tensor data.
-    pub fn total_bytes(&self) -> Result<u64> {
-        let mut total = 0;
-        for name in self.names() {
-            total += self.tensor(name)?.data.len() as u64;
-        }
-        Ok(total)
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.range.len() as u64).sum()
     }
 }

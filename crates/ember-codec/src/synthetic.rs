@@ -62,3 +62,50 @@ pub fn to_f16_bytes(v: &[f32]) -> Vec<u8> {
 pub fn to_f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
+
+/// Bit patterns that stress a float codec: zeros of both signs, infinities, quiet and signalling
+/// NaNs with payloads, subnormals, the largest finite value, one.
+pub fn special_bits(dtype: crate::Dtype) -> &'static [u32] {
+    match dtype {
+        crate::Dtype::F32 => &[
+            0,
+            0x8000_0000,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0001,
+            0xff80_0001,
+            1,
+            0x8000_0003,
+            0x7f7f_ffff,
+            0x3f80_0000,
+        ],
+        crate::Dtype::BF16 => &[0, 0x8000, 0x7f80, 0xff80, 0x7fc1, 0xff81, 1, 0x8003, 0x7f7f, 0x3f80],
+        _ => &[0, 0x8000, 0x7c00, 0xfc00, 0x7e01, 0xfc01, 1, 0x8003, 0x7bff, 0x03ff, 0x3c00],
+    }
+}
+
+/// `n` little-endian values of a float `dtype`: weight-like (uniform in ±0.05, every 31st ×20)
+/// and, with `specials`, about one in five replaced by a [`special_bits`] pattern.
+pub fn float_test_bytes(dtype: crate::Dtype, n: usize, seed: u64, specials: bool) -> Vec<u8> {
+    let mut rng = SplitMix(seed);
+    let sp = special_bits(dtype);
+    (0..n)
+        .flat_map(|i| {
+            let r = rng.next_u64();
+            let bits = if specials && r % 5 == 0 {
+                sp[(r as usize / 5) % sp.len()]
+            } else {
+                let v = ((r >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.1 * if i % 31 == 0 { 20.0 } else { 1.0 };
+                match dtype {
+                    crate::Dtype::F32 => (v as f32).to_bits(),
+                    crate::Dtype::BF16 => half::bf16::from_f64(v).to_bits() as u32,
+                    _ => half::f16::from_f64(v).to_bits() as u32,
+                }
+            };
+            match dtype {
+                crate::Dtype::F32 => bits.to_le_bytes().to_vec(),
+                _ => (bits as u16).to_le_bytes().to_vec(),
+            }
+        })
+        .collect()
+}

@@ -4,52 +4,8 @@
 use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
 use proptest::prelude::*;
 
-/// Bit patterns that stress a float codec: zeros of both signs, infinities, NaNs with payloads,
-/// subnormals, extremes, plus ordinary values.
-fn special_bits(dtype: Dtype) -> Vec<u32> {
-    match dtype {
-        Dtype::F32 => vec![
-            0,
-            0x8000_0000,
-            0x7f80_0000,
-            0xff80_0000,
-            0x7fc0_0001,
-            0xffbf_ffff,
-            1,
-            0x8000_0001,
-            0x7f7f_ffff,
-            0x3f80_0000,
-        ],
-        Dtype::BF16 => vec![0, 0x8000, 0x7f80, 0xff80, 0x7fc1, 0xffbf, 1, 0x8001, 0x7f7f, 0x3f80],
-        _ => vec![0, 0x8000, 0x7c00, 0xfc00, 0x7e01, 0xfdff, 1, 0x8001, 0x7bff, 0x3c00],
-    }
-}
-
 fn float_bytes(dtype: Dtype, n: usize, seed: u64, specials: bool) -> Vec<u8> {
-    let mut x = seed | 1;
-    let sp = special_bits(dtype);
-    (0..n)
-        .flat_map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let bits = if specials && x % 7 == 0 {
-                sp[(x as usize / 7) % sp.len()]
-            } else {
-                // Weight-like: normal-ish magnitude around 0.02.
-                let v = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.08 * if i % 97 == 0 { 10.0 } else { 1.0 };
-                match dtype {
-                    Dtype::F32 => (v as f32).to_bits(),
-                    Dtype::BF16 => half::bf16::from_f64(v).to_bits() as u32,
-                    _ => half::f16::from_f64(v).to_bits() as u32,
-                }
-            };
-            match dtype {
-                Dtype::F32 => bits.to_le_bytes().to_vec(),
-                _ => (bits as u16).to_le_bytes().to_vec(),
-            }
-        })
-        .collect()
+    ember_codec::synthetic::float_test_bytes(dtype, n, seed, specials)
 }
 
 fn write_and_open(tensors: Vec<ember_codec::schemes::EncodedTensor>) -> (tempfile::TempDir, Container) {

@@ -1,6 +1,7 @@
 //! `ember compress`: checkpoint → `.ember`, tensor by tensor (memory stays bounded by the largest
 //! tensor), written atomically.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use ember_codec::{encode_tensor, ContainerWriter, EncodeOptions, SchemeKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use regex::Regex;
 
-use super::{human_bytes, with_threads};
+use super::{human_bytes, thread_pool};
 use crate::source::{Source, SourceTensor};
 
 /// The scheme asked for on the command line.
@@ -75,7 +76,8 @@ pub struct Args {
 }
 
 /// Which scheme a tensor gets: the requested one if it is selected and a float; quantised
-/// schemes only for matrices (vectors such as norms fall back to `lossless`); else `raw`.
+/// schemes only for matrices (vectors such as norms and biases fall back to `lossless`, since a
+/// per-row scale of a 1-D tensor would be one scale for everything); else `raw`.
 fn scheme_for(
     t: &SourceTensor,
     want: SchemeKind,
@@ -84,8 +86,8 @@ fn scheme_for(
     exclude: &Option<Regex>,
 ) -> SchemeKind {
     let n: u64 = t.shape.iter().product();
-    let selected = include.as_ref().is_none_or(|r| r.is_match(&t.name))
-        && !exclude.as_ref().is_some_and(|r| r.is_match(&t.name))
+    let selected = include.as_ref().is_none_or(|r| r.is_match(t.name))
+        && !exclude.as_ref().is_some_and(|r| r.is_match(t.name))
         && n >= a.min_elems;
     if !selected || t.dtype.float_layout().is_none() {
         return SchemeKind::Raw;
@@ -111,8 +113,10 @@ pub fn run(a: Args) -> Result<()> {
         int4_asymmetric: a.int4_asymmetric,
         ..EncodeOptions::default()
     };
+    // Everything that can be checked up front is, before a temporary file exists.
+    let pool = thread_pool(a.threads)?;
     let source = Source::open(&a.input)?;
-    let total = source.total_bytes()?;
+    let total = source.total_bytes();
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
@@ -123,31 +127,32 @@ pub fn run(a: Args) -> Result<()> {
     let mut writer = ContainerWriter::create(&a.output)?;
     writer.set_metadata("producer", format!("ember {}", env!("CARGO_PKG_VERSION")));
     writer.set_metadata("source", a.input.display().to_string());
-    let mut stored = 0u64;
-    with_threads(a.threads, || -> Result<()> {
-        for name in source.names() {
-            let t = source.tensor(name)?;
+    let mut per_scheme: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // One tensor at a time (memory bounded by the largest), its tiles coded on the pool.
+    pool.install(|| -> Result<()> {
+        for t in source.tensors() {
             let kind = scheme_for(&t, want, &a, &include, &exclude);
-            bar.set_message(name.to_string());
-            let encoded = encode_tensor(&t.name, t.dtype, &t.shape, t.data, kind, &opts)
+            bar.set_message(t.name.to_string());
+            let encoded = encode_tensor(t.name, t.dtype, t.shape, t.data, kind, &opts)
                 .with_context(|| format!("{}", a.input.display()))?;
-            stored += encoded.stored_bytes();
             writer.add(encoded)?;
+            *per_scheme.entry(kind.name()).or_default() += 1;
             bar.inc(t.data.len() as u64);
         }
         Ok(())
-    })??;
+    })?;
     let file_bytes = writer.finish()?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
+    let schemes: Vec<String> = per_scheme.iter().map(|(k, n)| format!("{n} {k}")).collect();
     eprintln!(
-        "{} tensors: {} -> {} ({:.2}% of the original, {} of tile data) in {secs:.1} s, {}/s",
+        "{} tensors ({}): {} -> {} ({:.2}% of the original) in {secs:.2} s, {:.1} MB/s",
         source.len(),
+        schemes.join(", "),
         human_bytes(total),
         human_bytes(file_bytes),
         100.0 * file_bytes as f64 / total.max(1) as f64,
-        human_bytes(stored),
-        human_bytes((total as f64 / secs.max(1e-9)) as u64),
+        total as f64 / 1e6 / secs.max(1e-9),
     );
     Ok(())
 }

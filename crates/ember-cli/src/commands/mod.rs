@@ -5,14 +5,15 @@ pub mod decompress;
 pub mod inspect;
 pub mod verify;
 
-/// Runs `f` on a rayon pool of `threads` threads (all cores when `None`).
-pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+/// A rayon pool of `threads` threads (all cores when `None`). Each command builds one and runs
+/// its work inside `pool.install`, so the codec's parallel loops honour `--threads`.
+pub fn thread_pool(threads: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
         builder = builder.num_threads(n);
     }
-    Ok(builder.build()?.install(f))
+    Ok(builder.build()?)
 }
 
 /// `1234567` → `1.23 MB`.
