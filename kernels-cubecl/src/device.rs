@@ -15,6 +15,9 @@ pub struct VulkanDevice {
     pub device: Device,
     /// Adapter name and driver, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Mesa 22.3.6)`.
     pub adapter: String,
+    /// A software rasterizer (lavapipe): correct, but slower than Burn's own CPU backend, so
+    /// `auto` device choices skip it.
+    pub software: bool,
 }
 
 /// Initialises the default adapter through Vulkan (once per process).
@@ -30,7 +33,11 @@ pub fn open_vulkan() -> Result<VulkanDevice, KernelError> {
                 .init_with_setup()
                 .map_err(|e| e.to_string())?;
             let info = setup.adapter.get_info();
-            Ok(VulkanDevice { device, adapter: format!("{} ({}, {:?})", info.name, info.driver_info, info.backend) })
+            Ok(VulkanDevice {
+                device,
+                adapter: format!("{} ({}, {:?})", info.name, info.driver_info, info.backend),
+                software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+            })
         })
         .clone()
         .map_err(KernelError::NoVulkan)

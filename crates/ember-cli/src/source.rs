@@ -2,6 +2,7 @@
 //! `model.safetensors`, or shards listed by `model.safetensors.index.json`, or every
 //! `*.safetensors` in the directory). Files are memory-mapped; each shard's header is parsed and
 //! validated once at open, and a tensor's bytes are a slice of its map, read on demand.
+//! [`Input`] adds GGUF files (see [`crate::gguf_source`]) for `ember compress`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -190,5 +191,69 @@ impl Source {
     /// Total bytes of tensor data.
     pub fn total_bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.range.len() as u64).sum()
+    }
+}
+
+/// What `ember compress` reads: a safetensors checkpoint, or a GGUF file (recognised by its
+/// `.gguf` extension or its magic bytes) dequantized on the fly.
+pub enum Input {
+    /// A `.safetensors` file or HF model directory.
+    Safetensors(Source),
+    /// A GGUF file (boxed: it carries the tokenizer and hyper-parameters).
+    Gguf(Box<crate::gguf_source::GgufSource>),
+}
+
+/// `path` is a file that starts with the GGUF magic or is named `*.gguf`.
+fn is_gguf(path: &Path) -> bool {
+    if !path.is_file() {
+        return false;
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"GGUF"
+}
+
+impl Input {
+    /// Opens `path` as GGUF or safetensors.
+    pub fn open(path: &Path, gguf_dtype: crate::gguf_source::GgufDtype) -> Result<Self> {
+        if is_gguf(path) {
+            Ok(Input::Gguf(Box::new(crate::gguf_source::GgufSource::open(path, gguf_dtype)?)))
+        } else {
+            Ok(Input::Safetensors(Source::open(path)?))
+        }
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        match self {
+            Input::Safetensors(s) => s.len(),
+            Input::Gguf(g) => g.len(),
+        }
+    }
+
+    /// Bytes of tensor data as handed to the encoder.
+    pub fn total_bytes(&self) -> u64 {
+        match self {
+            Input::Safetensors(s) => s.total_bytes(),
+            Input::Gguf(g) => g.total_bytes(),
+        }
+    }
+
+    /// Extra container metadata the input carries (none for safetensors).
+    pub fn container_metadata(&self) -> Result<Vec<(&'static str, String)>> {
+        match self {
+            Input::Safetensors(_) => Ok(Vec::new()),
+            Input::Gguf(g) => g.container_metadata(),
+        }
+    }
+
+    /// Hands every tensor to `f`, in file order.
+    pub fn for_each_tensor(&self, mut f: impl FnMut(SourceTensor<'_>) -> Result<()>) -> Result<()> {
+        match self {
+            Input::Safetensors(s) => s.tensors().try_for_each(f),
+            Input::Gguf(g) => g.for_each_tensor(&mut f),
+        }
     }
 }

@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use regex::Regex;
 
 use super::{human_bytes, thread_pool};
-use crate::source::{Source, SourceTensor};
+use crate::gguf_source::GgufDtype;
+use crate::source::{Input, SourceTensor};
 
 /// The scheme asked for on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -41,7 +42,7 @@ impl From<SchemeArg> for SchemeKind {
 /// `ember compress` arguments.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A .safetensors file or a Hugging Face model directory.
+    /// A .safetensors file, a Hugging Face model directory, or a .gguf file.
     input: PathBuf,
     /// The .ember file to write.
     #[arg(short, long)]
@@ -73,6 +74,9 @@ pub struct Args {
     /// int4 with a per-block minimum (like GGUF Q4_1) instead of symmetric codes.
     #[arg(long)]
     int4_asymmetric: bool,
+    /// The float type GGUF tensors are dequantized to before coding.
+    #[arg(long, value_enum, default_value = "bf16")]
+    gguf_dtype: GgufDtype,
 }
 
 /// Which scheme a tensor gets: the requested one if it is selected and a float; quantised
@@ -115,7 +119,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     // Everything that can be checked up front is, before a temporary file exists.
     let pool = thread_pool(a.threads)?;
-    let source = Source::open(&a.input)?;
+    let source = Input::open(&a.input, a.gguf_dtype)?;
     let total = source.total_bytes();
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template(
@@ -127,10 +131,13 @@ pub fn run(a: Args) -> Result<()> {
     let mut writer = ContainerWriter::create(&a.output)?;
     writer.set_metadata("producer", format!("ember {}", env!("CARGO_PKG_VERSION")));
     writer.set_metadata("source", a.input.display().to_string());
+    for (key, value) in source.container_metadata()? {
+        writer.set_metadata(key, value);
+    }
     let mut per_scheme: BTreeMap<&'static str, usize> = BTreeMap::new();
     // One tensor at a time (memory bounded by the largest), its tiles coded on the pool.
     pool.install(|| -> Result<()> {
-        for t in source.tensors() {
+        source.for_each_tensor(|t| {
             let kind = scheme_for(&t, want, &a, &include, &exclude);
             bar.set_message(t.name.to_string());
             let mut encoded = encode_tensor(t.name, t.dtype, t.shape, t.data, kind, &opts)
@@ -144,8 +151,8 @@ pub fn run(a: Args) -> Result<()> {
             *per_scheme.entry(encoded.scheme.kind().name()).or_default() += 1;
             writer.add(encoded)?;
             bar.inc(t.data.len() as u64);
-        }
-        Ok(())
+            Ok(())
+        })
     })?;
     let file_bytes = writer.finish()?;
     bar.finish_and_clear();

@@ -1,0 +1,163 @@
+//! GGUF input for `ember compress`: every tensor dequantized to one float dtype, renamed to its
+//! Hugging Face name, with llama.cpp's Q/K row permutation undone, so the container holds the same
+//! tensors, in the same layout, as one compressed from the HF checkpoint. What the GGUF carries
+//! besides weights (hyper-parameters, tokenizer, chat template) goes into the container metadata.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use ember_codec::Dtype;
+use ember_gguf::{names, unpermute_qk, GgufFile, LlamaHParams, TensorInfo, Tokenizer};
+
+use crate::source::SourceTensor;
+
+/// The float type GGUF tensors are dequantized to.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GgufDtype {
+    /// bfloat16 (the dtype of most HF checkpoints).
+    Bf16,
+    /// IEEE binary16.
+    F16,
+    /// IEEE binary32 (exact: every GGUF type dequantizes to f32).
+    F32,
+}
+
+impl GgufDtype {
+    fn dtype(self) -> Dtype {
+        match self {
+            GgufDtype::Bf16 => Dtype::BF16,
+            GgufDtype::F16 => Dtype::F16,
+            GgufDtype::F32 => Dtype::F32,
+        }
+    }
+
+    fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            GgufDtype::Bf16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+            GgufDtype::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            GgufDtype::F32 => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// One tensor to produce.
+struct Entry {
+    /// Index into the file's tensor table.
+    index: usize,
+    /// The HF name (or the GGUF name when the table has none).
+    name: String,
+    shape: Vec<u64>,
+    /// Heads to un-permute the rows over (Q/K of permuting architectures).
+    unpermute_heads: Option<usize>,
+}
+
+/// An opened GGUF checkpoint.
+pub struct GgufSource {
+    file: GgufFile,
+    dtype: GgufDtype,
+    entries: Vec<Entry>,
+    hparams: Option<LlamaHParams>,
+    tokenizer: Option<Tokenizer>,
+}
+
+/// Heads to un-permute `t` over, or `None` when its rows are in HF order already.
+fn unpermute_heads(t: &TensorInfo, hp: Option<&LlamaHParams>) -> Option<usize> {
+    let hp = hp.filter(|h| h.qk_permuted)?;
+    let rest = t.name.strip_prefix("blk.")?.split_once('.')?.1;
+    match rest {
+        "attn_q.weight" | "attn_q.bias" => Some(hp.n_heads),
+        "attn_k.weight" | "attn_k.bias" => Some(hp.n_kv_heads),
+        _ => None,
+    }
+}
+
+impl GgufSource {
+    /// Opens `path`, reads its hyper-parameters (when it names an architecture) and tokenizer
+    /// (when it has one), and plans every tensor's name and layout. Fails on two tensors mapping
+    /// to one name and on Q/K shapes that do not split into the heads.
+    pub fn open(path: &Path, dtype: GgufDtype) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let hparams = match file.architecture() {
+            Some(_) => Some(LlamaHParams::from_gguf(&file)?),
+            None => {
+                eprintln!("warning: {}: no general.architecture; tensors are kept in GGUF row order", path.display());
+                None
+            }
+        };
+        let tokenizer = match file.meta("tokenizer.ggml.model") {
+            Some(_) => Some(Tokenizer::from_gguf(&file).with_context(|| format!("{}", path.display()))?),
+            None => None,
+        };
+        let mut entries = Vec::with_capacity(file.tensors().len());
+        let mut seen = std::collections::HashSet::new();
+        for (index, t) in file.tensors().iter().enumerate() {
+            let name = names::hf_name(&t.name).unwrap_or_else(|| t.name.clone());
+            if !seen.insert(name.clone()) {
+                bail!("{}: tensor `{}` maps to `{name}`, which another tensor already has", path.display(), t.name);
+            }
+            let unpermute_heads = unpermute_heads(t, hparams.as_ref());
+            if let Some(h) = unpermute_heads {
+                let rows = t.shape.first().copied().unwrap_or(0);
+                if t.shape.len() > 2 || rows % (2 * h) != 0 {
+                    bail!(
+                        "{}: tensor `{}` has shape {:?}, which does not split into {h} heads of an even size",
+                        path.display(),
+                        t.name,
+                        t.shape
+                    );
+                }
+            }
+            entries.push(Entry { index, name, shape: t.shape.iter().map(|&d| d as u64).collect(), unpermute_heads });
+        }
+        Ok(GgufSource { file, dtype, entries, hparams, tokenizer })
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of all tensors once dequantized to the chosen dtype.
+    pub fn total_bytes(&self) -> u64 {
+        let size = self.dtype.dtype().size() as u64;
+        self.entries.iter().map(|e| e.shape.iter().product::<u64>() * size).sum()
+    }
+
+    /// Container metadata: `ember.source`, and when the file has them `ember.llama.config`,
+    /// `ember.tokenizer`, `ember.chat_template`, `ember.bos_id`, `ember.eos_ids`.
+    pub fn container_metadata(&self) -> Result<Vec<(&'static str, String)>> {
+        let mut m = vec![("ember.source", "gguf".to_string())];
+        if let Some(hp) = &self.hparams {
+            m.push(("ember.llama.config", hp.to_hf_config_json().to_string()));
+        }
+        if let Some(tok) = &self.tokenizer {
+            m.push(("ember.tokenizer", tok.to_json_string()?));
+            if let Some(t) = tok.chat_template() {
+                m.push(("ember.chat_template", t.to_string()));
+            }
+            if let Some(b) = tok.bos_id() {
+                m.push(("ember.bos_id", b.to_string()));
+            }
+            m.push(("ember.eos_ids", serde_json::to_string(tok.eos_ids())?));
+        }
+        Ok(m)
+    }
+
+    /// Dequantizes each tensor in file order and hands it to `f` (one tensor in memory at a
+    /// time).
+    pub fn for_each_tensor(&self, mut f: impl FnMut(SourceTensor<'_>) -> Result<()>) -> Result<()> {
+        for e in &self.entries {
+            let t = &self.file.tensors()[e.index];
+            let mut values = self.file.dequantize(&t.name)?;
+            if let Some(heads) = e.unpermute_heads {
+                let rows = t.shape[0];
+                values = unpermute_qk(&values, rows, values.len() / rows.max(1), heads);
+            }
+            let data = self.dtype.encode(&values);
+            drop(values);
+            f(SourceTensor { name: &e.name, dtype: self.dtype.dtype(), shape: &e.shape, data: &data })?;
+        }
+        Ok(())
+    }
+}

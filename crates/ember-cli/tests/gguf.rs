@@ -1,0 +1,220 @@
+//! `ember compress` on a GGUF file: tensors dequantized, renamed to HF names, Q/K rows
+//! un-permuted, and the model's config, tokenizer and chat template stored in the container.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ember_gguf::{GgmlType, GgufWriter, MetaValue, Tokenizer};
+use safetensors::tensor::Dtype as StDtype;
+use safetensors::SafeTensors;
+
+fn ember(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ember")).args(args).output().expect("run ember");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "ember {args:?} panicked:\n{stderr}");
+    out
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = ember(args);
+    assert!(out.status.success(), "ember {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const HIDDEN: usize = 64;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = HIDDEN / HEADS;
+const FFN: usize = 128;
+
+/// Q8_0 blocks with scale 1/64 and codes cycling through -64..64.
+fn q8_0(n: usize) -> Vec<u8> {
+    (0..n / 32)
+        .flat_map(|b| {
+            let mut block = half::f16::from_f32(1.0 / 64.0).to_le_bytes().to_vec();
+            block.extend((0..32).map(|i| ((b * 7 + i) % 128) as u8 ^ 0xc0));
+            block
+        })
+        .collect()
+}
+
+/// A one-block llama model: the GGUF's Q/K rows hold their own (GGUF) row index, so the
+/// un-permuted order can be checked value by value.
+fn synthetic_gguf(path: &Path) {
+    let mut w = GgufWriter::new(3);
+    w.kv_str("general.architecture", "llama")
+        .kv_u32("llama.block_count", 1)
+        .kv_u32("llama.embedding_length", HIDDEN as u32)
+        .kv_u32("llama.feed_forward_length", FFN as u32)
+        .kv_u32("llama.attention.head_count", HEADS as u32)
+        .kv_u32("llama.attention.head_count_kv", KV_HEADS as u32)
+        .kv_f32("llama.rope.freq_base", 10000.0)
+        .kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .kv_u32("llama.context_length", 256);
+    // Tokenizer: three control tokens, then the 256 byte-level characters.
+    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut extra = 0;
+    for b in 0u32..256 {
+        let c = if printable(b) {
+            char::from_u32(b).unwrap()
+        } else {
+            extra += 1;
+            char::from_u32(255 + extra).unwrap()
+        };
+        tokens.push(c.to_string());
+    }
+    let vocab = tokens.len();
+    let mut types = vec![MetaValue::I32(3); 3];
+    types.extend(std::iter::repeat_n(MetaValue::I32(1), vocab - 3));
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    w.kv_str("tokenizer.ggml.model", "gpt2")
+        .kv_str("tokenizer.ggml.pre", "smollm")
+        .kv_str_array("tokenizer.ggml.tokens", &refs)
+        .kv_str_array("tokenizer.ggml.merges", &[])
+        .kv("tokenizer.ggml.token_type", MetaValue::Array(types))
+        .kv_u32("tokenizer.ggml.bos_token_id", 1)
+        .kv_u32("tokenizer.ggml.eos_token_id", 2)
+        .kv_str(
+            "tokenizer.chat_template",
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+        );
+
+    let rows_numbered = |rows: usize| -> Vec<f32> { (0..rows * HIDDEN).map(|i| (i / HIDDEN) as f32).collect() };
+    w.tensor("token_embd.weight", &[vocab, HIDDEN], GgmlType::Q8_0, q8_0(vocab * HIDDEN))
+        .tensor_f32("blk.0.attn_norm.weight", &[HIDDEN], &[1.0; HIDDEN])
+        .tensor_f32("blk.0.attn_q.weight", &[HIDDEN, HIDDEN], &rows_numbered(HIDDEN))
+        .tensor_f32("blk.0.attn_k.weight", &[KV_HEADS * HEAD_DIM, HIDDEN], &rows_numbered(KV_HEADS * HEAD_DIM))
+        .tensor(
+            "blk.0.attn_v.weight",
+            &[KV_HEADS * HEAD_DIM, HIDDEN],
+            GgmlType::Q8_0,
+            q8_0(KV_HEADS * HEAD_DIM * HIDDEN),
+        )
+        .tensor("blk.0.attn_output.weight", &[HIDDEN, HIDDEN], GgmlType::Q8_0, q8_0(HIDDEN * HIDDEN))
+        .tensor_f32("blk.0.ffn_norm.weight", &[HIDDEN], &[0.5; HIDDEN])
+        .tensor("blk.0.ffn_gate.weight", &[FFN, HIDDEN], GgmlType::Q8_0, q8_0(FFN * HIDDEN))
+        .tensor("blk.0.ffn_up.weight", &[FFN, HIDDEN], GgmlType::Q8_0, q8_0(FFN * HIDDEN))
+        .tensor("blk.0.ffn_down.weight", &[HIDDEN, FFN], GgmlType::Q8_0, q8_0(FFN * HIDDEN))
+        .tensor_f32("output_norm.weight", &[HIDDEN], &[2.0; HIDDEN])
+        .tensor_f32("rope_freqs.weight", &[HEAD_DIM / 2], &[1.0; HEAD_DIM / 2]);
+    w.write(path).unwrap();
+}
+
+fn f32s(data: &[u8]) -> Vec<f32> {
+    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn compresses_a_gguf_with_hf_names_layout_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tiny.gguf");
+    synthetic_gguf(&input);
+    let packed = dir.path().join("tiny.ember");
+    let back = dir.path().join("back.safetensors");
+    let out = ok(&["compress", s(&input), "-o", s(&packed), "--gguf-dtype", "f32", "--min-elems", "16"]);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("12 tensors"), "{summary}");
+    ok(&["verify", s(&packed)]);
+    ok(&["decompress", s(&packed), "-o", s(&back)]);
+    let bytes = std::fs::read(&back).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+
+    let mut names = st.names();
+    names.sort();
+    let want = [
+        "model.embed_tokens.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.up_proj.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight",
+        "model.norm.weight",
+        // Not in the HF table: kept under its GGUF name.
+        "rope_freqs.weight",
+    ];
+    assert_eq!(names, want);
+
+    // Shapes in PyTorch order, dtype as asked.
+    let q = st.tensor("model.layers.0.self_attn.q_proj.weight").unwrap();
+    assert_eq!((q.dtype(), q.shape()), (StDtype::F32, &[HIDDEN, HIDDEN][..]));
+    assert_eq!(st.tensor("model.layers.0.mlp.down_proj.weight").unwrap().shape(), [HIDDEN, FFN]);
+    // Un-permuted: HF row `h * HEAD_DIM + j * half + i` is GGUF row `h * HEAD_DIM + 2 i + j`.
+    let half = HEAD_DIM / 2;
+    for (name, heads) in [("q_proj", HEADS), ("k_proj", KV_HEADS)] {
+        let v = f32s(st.tensor(&format!("model.layers.0.self_attn.{name}.weight")).unwrap().data());
+        for h in 0..heads {
+            for j in 0..2 {
+                for i in 0..half {
+                    let hf_row = h * HEAD_DIM + j * half + i;
+                    let gguf_row = h * HEAD_DIM + 2 * i + j;
+                    assert_eq!(v[hf_row * HIDDEN], gguf_row as f32, "{name} row {hf_row}");
+                    assert_eq!(v[hf_row * HIDDEN + HIDDEN - 1], gguf_row as f32, "{name} row {hf_row}");
+                }
+            }
+        }
+    }
+    // Q8_0 dequantized: block 0 of the embedding, code 0xc0 = -64, times 1/64.
+    let e = f32s(st.tensor("model.embed_tokens.weight").unwrap().data());
+    assert_eq!((e[0], e[1]), (-1.0, -63.0 / 64.0));
+    assert_eq!(f32s(st.tensor("model.norm.weight").unwrap().data()), [2.0; HIDDEN]);
+
+    // The metadata: source, HF config, tokenizer, chat template, BOS/EOS.
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(meta["ember.source"], "gguf");
+    let cfg: serde_json::Value = serde_json::from_str(&meta["ember.llama.config"]).unwrap();
+    assert_eq!(cfg["model_type"], "llama");
+    assert_eq!(
+        (cfg["hidden_size"].as_u64(), cfg["num_attention_heads"].as_u64(), cfg["num_key_value_heads"].as_u64()),
+        (Some(64), Some(4), Some(2))
+    );
+    assert_eq!(cfg["vocab_size"], 259);
+    assert_eq!(cfg["tie_word_embeddings"], true);
+    assert_eq!(meta["ember.bos_id"], "1");
+    assert_eq!(meta["ember.eos_ids"], "[2,0]");
+    assert!(meta["ember.chat_template"].starts_with("{% for m in messages %}"));
+    let tok = Tokenizer::from_json_str(&meta["ember.tokenizer"]).unwrap();
+    assert_eq!(tok.eos_ids(), &[2, 0]);
+    let ids = tok.encode("<|im_start|>hi 42", false).unwrap();
+    assert_eq!(ids[0], 1);
+    assert_eq!(tok.decode(&ids).unwrap(), "<|im_start|>hi 42");
+
+    // Default dtype: BF16.
+    let packed16 = dir.path().join("bf16.ember");
+    let back16 = dir.path().join("bf16.safetensors");
+    ok(&["compress", s(&input), "-o", s(&packed16)]);
+    ok(&["decompress", s(&packed16), "-o", s(&back16)]);
+    let bytes = std::fs::read(&back16).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.tensors().iter().all(|(_, t)| t.dtype() == StDtype::BF16));
+}
+
+#[test]
+fn broken_gguf_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tiny.gguf");
+    synthetic_gguf(&input);
+    let mut bytes = std::fs::read(&input).unwrap();
+    bytes.truncate(bytes.len() - 1);
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes).unwrap();
+    let out = ember(&["compress", s(&cut), "-o", s(&dir.path().join("x.ember"))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cut.gguf") && stderr.contains("rope_freqs.weight") && stderr.contains("past the end"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("x.ember").exists());
+    let out = ember(&["compress", s(&input), "-o", s(&dir.path().join("x.ember")), "--gguf-dtype", "f8"]);
+    assert_eq!(out.status.code(), Some(2));
+}

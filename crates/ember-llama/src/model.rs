@@ -1,0 +1,475 @@
+//! The Llama decoder, top to bottom: rotary embedding, attention, MLP, block, model, KV cache,
+//! and the map between this module's parameter paths and Hugging Face tensor names.
+//!
+//! Layout conventions (they matter when weights come from elsewhere):
+//! - Activations are `[batch, seq, hidden]`; inside attention `[batch, heads, seq, head_dim]`.
+//! - burn's [`Linear`] stores its weight `[in, out]` (`y = x·W`); Hugging Face stores `[out, in]`
+//!   (`y = x·Wᵀ`). Loaders transpose; see [`hf_layout_is_transposed`].
+//! - RoPE is the Hugging Face "half-split" rotation: dimension `i` pairs with `i + head_dim/2`.
+//!   burn-nn's `RotaryEncoding` rotates *adjacent* pairs (GPT-J/Meta layout), which does not match
+//!   HF checkpoints and has no Llama 3.1 scaling, so the rotation is written out here.
+//! - Parameters are created lazily by burn-nn's `*Config::init`: [`Llama::init`] allocates no
+//!   weights, so a store can replace every parameter before any dense tensor exists.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::LlamaConfig;
+
+/// The rotation angles of one forward pass: `cos`/`sin` of `position · inv_freq`, `[1, 1, seq, head_dim/2]`.
+struct RopeAngles {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
+impl RopeAngles {
+    /// Angles for positions `start..start + seq`, computed on the host in f32 like `transformers`.
+    ///
+    /// Computing them per call (instead of a precomputed table) keeps the model free of a
+    /// `max_position_embeddings`-sized buffer; it is `seq · head_dim/2` cosines, negligible next
+    /// to the matmuls.
+    fn new(inv_freq: &[f32], start: usize, seq: usize, device: &Device) -> Self {
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(seq * half);
+        let mut sin = Vec::with_capacity(seq * half);
+        for pos in start..start + seq {
+            for &f in inv_freq {
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let tensor = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, seq, half]), device);
+        RopeAngles { cos: tensor(cos), sin: tensor(sin) }
+    }
+
+    /// Rotates `[batch, heads, seq, head_dim]`: `(x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin)`
+    /// with `x1`, `x2` the first and second halves of each head.
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.narrow(3, half, half);
+        let rotated_1 = x1.clone() * self.cos.clone() - x2.clone() * self.sin.clone();
+        let rotated_2 = x2 * self.cos.clone() + x1 * self.sin.clone();
+        Tensor::cat(vec![rotated_1, rotated_2], 3)
+    }
+}
+
+/// Keys and values of the positions seen so far, per layer.
+///
+/// Invariant: every layer holds `len()` positions, `[batch, kv_heads, len, head_dim]`. The cache
+/// grows by concatenation: no capacity to choose, at the cost of one copy of the layer's cache
+/// per step (small next to reading the weights, which dominates decoding).
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a model with this config.
+    pub fn new(config: &LlamaConfig) -> Self {
+        KvCache { layers: vec![None; config.num_hidden_layers], len: 0 }
+    }
+
+    /// Number of positions cached; the next forward starts at this position.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first forward.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every position, keeping the layer count.
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+        self.len = 0;
+    }
+
+    /// Appends this step's keys/values to layer `layer` and returns all of them.
+    fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let (k, v) = match self.layers[layer].take() {
+            None => (k, v),
+            Some((k_old, v_old)) => (Tensor::cat(vec![k_old, k], 2), Tensor::cat(vec![v_old, v], 2)),
+        };
+        self.layers[layer] = Some((k.clone(), v.clone()));
+        (k, v)
+    }
+}
+
+/// Grouped-query self-attention: `n_heads` query heads share `n_kv_heads` key/value heads.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection, `hidden → n_heads·head_dim` (bias only for Qwen2).
+    pub wq: Linear,
+    /// Key projection, `hidden → n_kv_heads·head_dim`.
+    pub wk: Linear,
+    /// Value projection, `hidden → n_kv_heads·head_dim`.
+    pub wv: Linear,
+    /// Output projection, `n_heads·head_dim → hidden`, never biased.
+    pub wo: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn init(c: &LlamaConfig, device: &Device) -> Self {
+        let hd = c.head_dim();
+        let lin = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        Attention {
+            wq: lin(c.hidden_size, c.num_attention_heads * hd, c.attention_bias),
+            wk: lin(c.hidden_size, c.num_key_value_heads * hd, c.attention_bias),
+            wv: lin(c.hidden_size, c.num_key_value_heads * hd, c.attention_bias),
+            wo: lin(c.num_attention_heads * hd, c.hidden_size, false),
+            n_heads: c.num_attention_heads,
+            n_kv_heads: c.num_key_value_heads,
+            head_dim: hd,
+        }
+    }
+
+    /// `x`: `[batch, seq, hidden]`; `mask`: `[seq, cached + seq]` additive (0 / −∞), `None` for one token.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeAngles,
+        mask: Option<&Tensor<2>>,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |t: Tensor<3>, n| t.reshape([b, s, n, hd]).swap_dims(1, 2);
+        let q = rope.apply(heads(self.wq.forward(x.clone()), h));
+        let k = rope.apply(heads(self.wk.forward(x.clone()), kv));
+        let v = heads(self.wv.forward(x), kv);
+        let (k, v) = cache.append(layer, k, v);
+        let t = k.dims()[2];
+
+        // Query heads h·rep .. h·rep + rep − 1 share KV head h (HF `repeat_kv`). Folding the
+        // group into the sequence axis lets one batched matmul serve the group without copying
+        // K and V `rep` times.
+        let rep = h / kv;
+        let q = q.reshape([b, kv, rep * s, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
+        let scores = match mask {
+            None => scores,
+            Some(m) => (scores.reshape([b, kv, rep, s, t]) + m.clone().unsqueeze::<5>()).reshape([b, kv, rep * s, t]),
+        };
+        let out = softmax(scores, 3).matmul(v); // [b, kv, rep·s, hd]
+        let out = out.reshape([b, h, s, hd]).swap_dims(1, 2).reshape([b, s, h * hd]);
+        self.wo.forward(out)
+    }
+}
+
+/// The SwiGLU feed-forward: `down(silu(gate(x)) ⊙ up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `hidden → intermediate`, passed through SiLU.
+    pub gate: Linear,
+    /// `hidden → intermediate`, the linear branch.
+    pub up: Linear,
+    /// `intermediate → hidden`.
+    pub down: Linear,
+}
+
+impl Mlp {
+    fn init(c: &LlamaConfig, device: &Device) -> Self {
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        Mlp {
+            gate: lin(c.hidden_size, c.intermediate_size),
+            up: lin(c.hidden_size, c.intermediate_size),
+            down: lin(c.intermediate_size, c.hidden_size),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down.forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+    }
+}
+
+/// One pre-norm decoder block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// RMSNorm before attention (HF `input_layernorm`).
+    pub attention_norm: RmsNorm,
+    /// Self-attention.
+    pub attention: Attention,
+    /// RMSNorm before the MLP (HF `post_attention_layernorm`).
+    pub mlp_norm: RmsNorm,
+    /// Feed-forward.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn init(c: &LlamaConfig, device: &Device) -> Self {
+        let norm = || RmsNormConfig::new(c.hidden_size).with_epsilon(c.rms_norm_eps).init(device);
+        Block {
+            attention_norm: norm(),
+            attention: Attention::init(c, device),
+            mlp_norm: norm(),
+            mlp: Mlp::init(c, device),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeAngles,
+        mask: Option<&Tensor<2>>,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.attention.forward(self.attention_norm.forward(x), rope, mask, cache, layer);
+        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+    }
+}
+
+/// A Llama-family causal language model (Llama 2/3/3.1, SmolLM, Qwen2).
+///
+/// Parameter paths, as burn's `ModuleVisitor`/`ModuleMapper` and `Reparameterizer` report them
+/// (struct field names joined by `.`, `Vec` elements by their index, `Option` transparent):
+///
+/// | burn path                                    | Hugging Face name                                   |
+/// |----------------------------------------------|-----------------------------------------------------|
+/// | `embedding.weight`                           | `model.embed_tokens.weight`                         |
+/// | `layers.N.attention_norm.gamma`              | `model.layers.N.input_layernorm.weight`             |
+/// | `layers.N.attention.{wq,wk,wv,wo}.weight`    | `model.layers.N.self_attn.{q,k,v,o}_proj.weight`    |
+/// | `layers.N.attention.{wq,wk,wv}.bias`         | `model.layers.N.self_attn.{q,k,v}_proj.bias`        |
+/// | `layers.N.mlp_norm.gamma`                    | `model.layers.N.post_attention_layernorm.weight`    |
+/// | `layers.N.mlp.{gate,up,down}.weight`         | `model.layers.N.mlp.{gate,up,down}_proj.weight`     |
+/// | `norm.gamma`                                 | `model.norm.weight`                                 |
+/// | `lm_head.weight` (absent when tied)          | `lm_head.weight`                                    |
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// Token embedding `[vocab, hidden]` (same layout as HF); also the output head when tied.
+    pub embedding: Embedding,
+    /// The decoder blocks.
+    pub layers: Vec<Block>,
+    /// Final RMSNorm.
+    pub norm: RmsNorm,
+    /// Output projection `hidden → vocab`; `None` when the embedding is tied.
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    config: LlamaConfig,
+    /// RoPE inverse frequencies (with Llama 3.1 scaling applied), one per pair of head dimensions.
+    #[module(skip)]
+    inv_freq: Vec<f32>,
+}
+
+impl Llama {
+    /// Builds the module tree with lazy (unallocated) parameters.
+    ///
+    /// # Panics
+    /// If `config` fails [`LlamaConfig::validate`] (configs from `from_hf_json` always pass).
+    pub fn init(config: &LlamaConfig, device: &Device) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("invalid LlamaConfig: {e}");
+        }
+        let c = config;
+        Llama {
+            embedding: EmbeddingConfig::new(c.vocab_size, c.hidden_size).init(device),
+            layers: (0..c.num_hidden_layers).map(|_| Block::init(c, device)).collect(),
+            norm: RmsNormConfig::new(c.hidden_size).with_epsilon(c.rms_norm_eps).init(device),
+            lm_head: (!c.tie_word_embeddings)
+                .then(|| LinearConfig::new(c.hidden_size, c.vocab_size).with_bias(false).init(device)),
+            config: c.clone(),
+            inv_freq: c.rope_inv_freq(),
+        }
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Logits for every position, `[batch, seq, vocab]`.
+    ///
+    /// `tokens` (`[batch, seq]`) continue the sequence held by `cache`: their positions are
+    /// `cache.len()..cache.len() + seq`, and the cache grows by `seq`. With more than one token
+    /// a causal mask lets position `p` attend to positions `0..=p` only.
+    ///
+    /// # Panics
+    /// If `cache` was made for a different number of layers.
+    pub fn forward(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        let hidden = self.hidden_states(tokens, cache);
+        self.logits(hidden)
+    }
+
+    /// Logits of the last position only, `[batch, 1, vocab]`: what generation needs, without
+    /// projecting every prompt position onto the vocabulary.
+    pub fn forward_last(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        let hidden = self.hidden_states(tokens, cache);
+        let s = hidden.dims()[1];
+        self.logits(hidden.narrow(1, s - 1, 1))
+    }
+
+    /// Runs embedding, blocks and final norm; `[batch, seq, hidden]`.
+    fn hidden_states(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        assert_eq!(
+            cache.layers.len(),
+            self.layers.len(),
+            "KvCache has {} layers, the model {}",
+            cache.layers.len(),
+            self.layers.len()
+        );
+        let device = tokens.device();
+        let [_, seq] = tokens.dims();
+        let start = cache.len();
+        let rope = RopeAngles::new(&self.inv_freq, start, seq, &device);
+        let mask = (seq > 1).then(|| causal_mask(start, seq, &device));
+
+        let mut x = self.embedding.forward(tokens);
+        for (i, block) in self.layers.iter().enumerate() {
+            x = block.forward(x, &rope, mask.as_ref(), cache, i);
+        }
+        cache.len += seq;
+        self.norm.forward(x)
+    }
+
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, s, h] = hidden.dims();
+                let weight = self.embedding.weight.val(); // [vocab, hidden]
+                let vocab = weight.dims()[0];
+                hidden.reshape([b * s, h]).matmul(weight.transpose()).reshape([b, s, vocab])
+            }
+        }
+    }
+}
+
+/// Additive causal mask `[seq, start + seq]`: query `i` (absolute position `start + i`) sees keys
+/// `0..=start + i`; the rest get −∞ so softmax gives them zero weight.
+fn causal_mask(start: usize, seq: usize, device: &Device) -> Tensor<2> {
+    let total = start + seq;
+    let data: Vec<f32> =
+        (0..seq).flat_map(|i| (0..total).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    Tensor::from_data(TensorData::new(data, [seq, total]), device)
+}
+
+/// The Hugging Face tensor name of a parameter of [`Llama`], from its burn path (see the table
+/// on [`Llama`]). `None` for paths that are not parameters of this model, including the nested
+/// parameters of an attached reparameterization (`….weight.<name>.…`).
+pub fn hf_name_of(param_path: &str) -> Option<String> {
+    let parts: Vec<&str> = param_path.split('.').collect();
+    let name = match parts.as_slice() {
+        ["embedding", "weight"] => "model.embed_tokens.weight".to_string(),
+        ["norm", "gamma"] => "model.norm.weight".to_string(),
+        ["lm_head", "weight"] => "lm_head.weight".to_string(),
+        ["layers", n, rest @ ..] => {
+            n.parse::<usize>().ok()?;
+            let tail = match rest {
+                ["attention_norm", "gamma"] => "input_layernorm.weight".to_string(),
+                ["mlp_norm", "gamma"] => "post_attention_layernorm.weight".to_string(),
+                ["attention", proj, kind @ ("weight" | "bias")] => {
+                    let hf = match *proj {
+                        "wq" => "q_proj",
+                        "wk" => "k_proj",
+                        "wv" => "v_proj",
+                        "wo" => "o_proj",
+                        _ => return None,
+                    };
+                    format!("self_attn.{hf}.{kind}")
+                }
+                ["mlp", proj @ ("gate" | "up" | "down"), "weight"] => format!("mlp.{proj}_proj.weight"),
+                _ => return None,
+            };
+            format!("model.layers.{n}.{tail}")
+        }
+        _ => return None,
+    };
+    Some(name)
+}
+
+/// The burn path of a Hugging Face tensor name; the inverse of [`hf_name_of`].
+pub fn burn_path_of(hf_name: &str) -> Option<String> {
+    let parts: Vec<&str> = hf_name.split('.').collect();
+    let path = match parts.as_slice() {
+        ["model", "embed_tokens", "weight"] => "embedding.weight".to_string(),
+        ["model", "norm", "weight"] => "norm.gamma".to_string(),
+        ["lm_head", "weight"] => "lm_head.weight".to_string(),
+        ["model", "layers", n, rest @ ..] => {
+            n.parse::<usize>().ok()?;
+            let tail = match rest {
+                ["input_layernorm", "weight"] => "attention_norm.gamma".to_string(),
+                ["post_attention_layernorm", "weight"] => "mlp_norm.gamma".to_string(),
+                ["self_attn", proj, kind @ ("weight" | "bias")] => {
+                    let ours = match *proj {
+                        "q_proj" => "wq",
+                        "k_proj" => "wk",
+                        "v_proj" => "wv",
+                        "o_proj" => "wo",
+                        _ => return None,
+                    };
+                    format!("attention.{ours}.{kind}")
+                }
+                ["mlp", proj, "weight"] => {
+                    let ours = proj.strip_suffix("_proj").filter(|p| matches!(*p, "gate" | "up" | "down"))?;
+                    format!("mlp.{ours}.weight")
+                }
+                _ => return None,
+            };
+            format!("layers.{n}.{tail}")
+        }
+        _ => return None,
+    };
+    // Keep the two maps exact inverses: a name that round-trips is one we own.
+    (hf_name_of(&path).as_deref() == Some(hf_name)).then_some(path)
+}
+
+/// True when the parameter is a [`Linear`] weight, stored `[in, out]` here and `[out, in]` in
+/// Hugging Face and GGUF files, so loaders must transpose it. The embedding is `[vocab, hidden]`
+/// in both and is not transposed.
+pub fn hf_layout_is_transposed(param_path: &str) -> bool {
+    let parts: Vec<&str> = param_path.split('.').collect();
+    matches!(
+        parts.as_slice(),
+        ["lm_head", "weight"]
+            | ["layers", _, "attention", "wq" | "wk" | "wv" | "wo", "weight"]
+            | ["layers", _, "mlp", "gate" | "up" | "down", "weight"]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_maps_are_inverse() {
+        for (ours, hf) in [
+            ("embedding.weight", "model.embed_tokens.weight"),
+            ("norm.gamma", "model.norm.weight"),
+            ("lm_head.weight", "lm_head.weight"),
+            ("layers.0.attention_norm.gamma", "model.layers.0.input_layernorm.weight"),
+            ("layers.12.mlp_norm.gamma", "model.layers.12.post_attention_layernorm.weight"),
+            ("layers.3.attention.wq.weight", "model.layers.3.self_attn.q_proj.weight"),
+            ("layers.3.attention.wk.bias", "model.layers.3.self_attn.k_proj.bias"),
+            ("layers.3.attention.wo.weight", "model.layers.3.self_attn.o_proj.weight"),
+            ("layers.29.mlp.down.weight", "model.layers.29.mlp.down_proj.weight"),
+        ] {
+            assert_eq!(hf_name_of(ours).as_deref(), Some(hf), "{ours}");
+            assert_eq!(burn_path_of(hf).as_deref(), Some(ours), "{hf}");
+        }
+        for bad in ["layers.x.mlp.up.weight", "layers.0.mlp.up.bias", "layers.0.attention.wq.weight.compressed.x"] {
+            assert_eq!(hf_name_of(bad), None, "{bad}");
+        }
+        assert_eq!(burn_path_of("model.layers.0.mlp.foo_proj.weight"), None);
+        assert!(hf_layout_is_transposed("layers.0.mlp.gate.weight"));
+        assert!(!hf_layout_is_transposed("embedding.weight"));
+        assert!(!hf_layout_is_transposed("layers.0.attention.wq.bias"));
+    }
+
+    #[test]
+    fn causal_mask_continues_from_the_cache() {
+        let device = Device::flex();
+        let m = causal_mask(2, 2, &device).into_data().try_to_vec::<f32>().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(m, vec![0.0, 0.0, 0.0, inf, 0.0, 0.0, 0.0, 0.0]);
+    }
+}

@@ -1,0 +1,274 @@
+//! One attached model at run time: every access to a compressed parameter lands here, goes
+//! through the cache, decodes on a miss, and (with prefetch) starts the next weight's decode.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+
+use crate::cache::Cache;
+use crate::config::Residency;
+use crate::policy::WeightKey;
+use crate::stats::{DeviceMemory, Stats, WeightStats};
+use crate::weight::{Source, Weight};
+
+static NEXT_ATTACHMENT: AtomicU64 = AtomicU64::new(1);
+
+/// The access order learned in the first pass, and the decode running ahead.
+#[derive(Default)]
+struct Prefetcher {
+    order: Vec<usize>,
+    seen: HashSet<usize>,
+    learned: bool,
+    /// `next[i]`: the weight read after weight `i`.
+    next: Vec<Option<usize>>,
+    started_in_pass: Option<u64>,
+    pending: Option<(usize, JoinHandle<Tensor<1>>)>,
+}
+
+impl Prefetcher {
+    /// Records an access while learning; returns the weight to prefetch after it, once learned.
+    fn observe(&mut self, index: usize, passes: u64, n: usize) -> Option<usize> {
+        if !self.learned {
+            let pass = *self.started_in_pass.get_or_insert(passes);
+            // The order repeats once a pass ends (or, without pass boundaries, once a weight
+            // comes back).
+            if pass != passes || self.seen.contains(&index) {
+                self.next = vec![None; n];
+                for w in self.order.windows(2) {
+                    self.next[w[0]] = Some(w[1]);
+                }
+                if let (Some(&last), Some(&first)) = (self.order.last(), self.order.first()) {
+                    self.next[last] = Some(first);
+                }
+                self.learned = true;
+            } else {
+                self.order.push(index);
+                self.seen.insert(index);
+                return None;
+            }
+        }
+        self.next.get(index).copied().flatten()
+    }
+}
+
+pub(crate) struct Attachment {
+    pub(crate) id: u64,
+    pub(crate) weights: Arc<Vec<Weight>>,
+    pub(crate) cache: Cache,
+    residency: Residency,
+    sync_timing: bool,
+    prefetch: Option<Mutex<Prefetcher>>,
+    counters: Mutex<Vec<WeightStats>>,
+    pub(crate) dense: (usize, u64),
+    memory: Mutex<(Option<DeviceMemory>, Option<u64>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Attachment {
+    pub(crate) fn new(
+        weights: Vec<Weight>,
+        cache: Cache,
+        residency: Residency,
+        prefetch: bool,
+        sync_timing: bool,
+        dense: (usize, u64),
+    ) -> Self {
+        let counters = weights
+            .iter()
+            .map(|w| WeightStats {
+                param: w.param.clone(),
+                tensor: w.tensor.clone(),
+                scheme: w.scheme.clone(),
+                decoded_bytes: w.decoded_bytes,
+                compressed_bytes: w.compressed_bytes,
+                ..Default::default()
+            })
+            .collect();
+        Self {
+            id: NEXT_ATTACHMENT.fetch_add(1, Ordering::Relaxed),
+            weights: Arc::new(weights),
+            cache,
+            residency,
+            sync_timing,
+            prefetch: prefetch.then(|| Mutex::new(Prefetcher::default())),
+            counters: Mutex::new(counters),
+            dense,
+            memory: Mutex::new((None, None)),
+        }
+    }
+
+    fn key(&self, index: usize) -> WeightKey {
+        WeightKey { attachment: self.id, index }
+    }
+
+    /// The parameter value of weight `index`, decoded or from the cache.
+    pub(crate) fn access<const D: usize>(&self, index: usize) -> Tensor<D> {
+        let w = &self.weights[index];
+        let key = self.key(index);
+        let (cached, passes) = {
+            let mut c = self.cache.lock();
+            (c.lookup(key, w.decoded_bytes), c.passes)
+        };
+        let flat = match cached {
+            Some(t) => {
+                lock(&self.counters)[index].hits += 1;
+                t
+            }
+            None => {
+                let t = self.decode(index);
+                self.cache.lock().offer(key, w.decoded_bytes, &t);
+                t
+            }
+        };
+        if let Some(p) = &self.prefetch {
+            let next = lock(p).observe(index, passes, self.weights.len());
+            if let Some(n) = next {
+                self.start_prefetch(n);
+            }
+        }
+        w.as_param(flat)
+    }
+
+    fn decode(&self, index: usize) -> Tensor<1> {
+        let w = &self.weights[index];
+        let start = Instant::now();
+        let prefetched = self.prefetch.as_ref().and_then(|p| {
+            let mut p = lock(p);
+            match p.pending.take() {
+                Some((i, h)) if i == index => Some(h),
+                other => {
+                    p.pending = other;
+                    None
+                }
+            }
+        });
+        let (t, from_prefetch) = match prefetched.map(|h| h.join()) {
+            Some(Ok(t)) => (t, true),
+            // A panicked prefetch decodes again here, where the panic belongs to the caller.
+            Some(Err(_)) | None => (w.decode_flat(), false),
+        };
+        if self.sync_timing {
+            // Timing only: an error here resurfaces on the next read of the tensor.
+            let _ = w.device.sync();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let mut c = lock(&self.counters);
+        let s = &mut c[index];
+        s.misses += 1;
+        s.decode_seconds += secs;
+        if from_prefetch {
+            s.prefetch_hits += 1;
+        }
+        // A prefetched decode was counted when it was started.
+        if !from_prefetch {
+            s.decodes += 1;
+        }
+        t
+    }
+
+    fn start_prefetch(&self, n: usize) {
+        let Some(p) = &self.prefetch else { return };
+        if self.cache.lock().contains(self.key(n)) {
+            return;
+        }
+        let mut p = lock(p);
+        if matches!(&p.pending, Some((i, _)) if *i == n) {
+            return;
+        }
+        // A stale prefetch (the order changed) is joined and dropped so its memory is freed.
+        if let Some((_, h)) = p.pending.take() {
+            let _ = h.join();
+        }
+        let weights = Arc::clone(&self.weights);
+        let handle = std::thread::spawn(move || weights[n].decode_flat());
+        p.pending = Some((n, handle));
+        lock(&self.counters)[n].decodes += 1;
+    }
+
+    /// Joins and drops a pending prefetch (frees its decoded weight).
+    pub(crate) fn drop_prefetch(&self) {
+        if let Some(p) = &self.prefetch {
+            if let Some((_, h)) = lock(p).pending.take() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Syncs the device and records its allocator's usage.
+    pub(crate) fn sample_memory(&self) -> Option<DeviceMemory> {
+        let device = &self.weights.first()?.device;
+        device.sync().ok()?;
+        let u = device.memory_pool_usage()?;
+        let m = DeviceMemory { bytes_in_use: u.bytes_in_use, bytes_reserved: u.bytes_reserved };
+        let mut mem = lock(&self.memory);
+        mem.0 = Some(m);
+        mem.1 = Some(mem.1.unwrap_or(0).max(m.bytes_in_use));
+        Some(m)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let weights = lock(&self.counters).clone();
+        let (cached_bytes, cached_bytes_peak, passes, policy) = {
+            let c = self.cache.lock();
+            (c.view.bytes(), c.peak_bytes, c.passes, c.policy.name())
+        };
+        let compressed: u64 = self.weights.iter().map(|w| w.compressed_bytes).sum();
+        let (on_device, on_host) = match self.residency {
+            Residency::Device => (compressed, 0),
+            Residency::Host => (0, compressed),
+        };
+        debug_assert!(self.weights.iter().all(|w| matches!(
+            (&w.source, self.residency),
+            (Source::Host(_), Residency::Host) | (Source::Device(_), Residency::Device)
+        )));
+        let mem = *lock(&self.memory);
+        Stats {
+            policy,
+            residency: self.residency.name().to_string(),
+            prefetch: self.prefetch.is_some(),
+            compressed_weights: self.weights.len(),
+            dense_weights: self.dense.0,
+            weights_decoded_bytes: self.weights.iter().map(|w| w.decoded_bytes).sum(),
+            weights_compressed_bytes: compressed,
+            dense_weight_bytes: self.dense.1,
+            compressed_resident_device_bytes: on_device,
+            compressed_resident_host_bytes: on_host,
+            decode_count: weights.iter().map(|w| w.decodes).sum(),
+            decode_seconds: weights.iter().map(|w| w.decode_seconds).sum(),
+            bytes_decoded: weights.iter().map(|w| w.decodes * w.decoded_bytes).sum(),
+            hits: weights.iter().map(|w| w.hits).sum(),
+            misses: weights.iter().map(|w| w.misses).sum(),
+            prefetch_hits: weights.iter().map(|w| w.prefetch_hits).sum(),
+            cached_bytes,
+            cached_bytes_peak,
+            passes,
+            device_memory: mem.0,
+            device_bytes_peak: mem.1,
+            weights,
+        }
+    }
+
+    pub(crate) fn reset_stats(&self) {
+        for s in lock(&self.counters).iter_mut() {
+            s.decodes = 0;
+            s.hits = 0;
+            s.misses = 0;
+            s.prefetch_hits = 0;
+            s.decode_seconds = 0.0;
+        }
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.drop_prefetch();
+        self.cache.lock().forget_attachment(self.id);
+    }
+}

@@ -1,0 +1,230 @@
+//! How a container is attached: cache policy, where compressed bytes live, prefetch, and which
+//! weights stay compressed at all.
+
+use std::str::FromStr;
+
+use regex::Regex;
+
+use crate::cache::Cache;
+use crate::error::{EmberError, Result};
+use crate::names::NameMap;
+use crate::policy::CachePolicy;
+
+/// Where a weight's compressed bytes live between decodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Residency {
+    /// Host RAM; uploaded at each decode (the least device memory).
+    Host,
+    /// Uploaded once at attach; a decode reads device memory only (the fastest).
+    #[default]
+    Device,
+}
+
+impl Residency {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Residency::Host => "host",
+            Residency::Device => "device",
+        }
+    }
+}
+
+impl FromStr for Residency {
+    type Err = EmberError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "host" => Ok(Residency::Host),
+            "device" => Ok(Residency::Device),
+            _ => Err(EmberError::UnknownResidency(s.to_string())),
+        }
+    }
+}
+
+/// Which of the mapped weights stay compressed; the others are decoded once at attach and kept
+/// dense. Small tensors (norms, biases) gain nothing from compression and cost a decode each.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Only parameters whose path matches.
+    pub include: Option<Regex>,
+    /// Never parameters whose path matches.
+    pub exclude: Option<Regex>,
+    /// Only tensors with at least this many elements.
+    pub min_elems: u64,
+    /// Only the N largest tensors (after the filters above).
+    pub largest: Option<usize>,
+}
+
+impl Selection {
+    /// Every mapped weight stays compressed.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only parameters whose path matches `pattern`.
+    pub fn include(mut self, pattern: &str) -> Result<Self> {
+        self.include = Some(Regex::new(pattern)?);
+        Ok(self)
+    }
+
+    /// Never parameters whose path matches `pattern`.
+    pub fn exclude(mut self, pattern: &str) -> Result<Self> {
+        self.exclude = Some(Regex::new(pattern)?);
+        Ok(self)
+    }
+
+    /// Only tensors of at least `n` elements.
+    pub fn min_elems(mut self, n: u64) -> Self {
+        self.min_elems = n;
+        self
+    }
+
+    /// Only the `n` largest tensors.
+    pub fn largest(mut self, n: usize) -> Self {
+        self.largest = Some(n);
+        self
+    }
+
+    pub(crate) fn admits(&self, param: &str, elems: u64) -> bool {
+        self.include.as_ref().is_none_or(|r| r.is_match(param))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(param))
+            && elems >= self.min_elems
+    }
+}
+
+/// Everything [`Store::attach`](crate::Store::attach) needs besides the model.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The decoded-weight cache (and its policy); share one between models to share a budget.
+    pub cache: Cache,
+    /// Where compressed bytes live.
+    pub residency: Residency,
+    /// Decode the next weight (in the order learned in the first pass) while this one is used.
+    pub prefetch: bool,
+    /// Which weights stay compressed.
+    pub select: Selection,
+    /// Parameter path → container tensor.
+    pub names: NameMap,
+    /// Container tensors no parameter maps to are an error (default) or ignored.
+    pub allow_unused: bool,
+    /// Parameters with no container tensor are an error (default) or keep their own values.
+    pub allow_missing: bool,
+    /// Wait for every decode to finish to time it exactly (slower; for profiling).
+    pub sync_timing: bool,
+}
+
+impl Config {
+    /// A fresh cache with `policy`, device residency, no prefetch, everything compressed,
+    /// identity names.
+    pub fn new(policy: impl CachePolicy + 'static) -> Self {
+        Self::with_cache(Cache::new(policy))
+    }
+
+    /// Like [`Config::new`] with an existing (possibly shared) cache.
+    pub fn with_cache(cache: Cache) -> Self {
+        Self {
+            cache,
+            residency: Residency::Device,
+            prefetch: false,
+            select: Selection::all(),
+            names: NameMap::identity(),
+            allow_unused: false,
+            allow_missing: false,
+            sync_timing: false,
+        }
+    }
+
+    /// Sets [`Config::residency`].
+    pub fn residency(mut self, r: Residency) -> Self {
+        self.residency = r;
+        self
+    }
+
+    /// Sets [`Config::prefetch`].
+    pub fn prefetch(mut self, on: bool) -> Self {
+        self.prefetch = on;
+        self
+    }
+
+    /// Sets [`Config::select`].
+    pub fn select(mut self, s: Selection) -> Self {
+        self.select = s;
+        self
+    }
+
+    /// Sets [`Config::names`].
+    pub fn names(mut self, n: NameMap) -> Self {
+        self.names = n;
+        self
+    }
+
+    /// Sets [`Config::allow_unused`].
+    pub fn allow_unused(mut self, on: bool) -> Self {
+        self.allow_unused = on;
+        self
+    }
+
+    /// Sets [`Config::allow_missing`].
+    pub fn allow_missing(mut self, on: bool) -> Self {
+        self.allow_missing = on;
+        self
+    }
+
+    /// Sets [`Config::sync_timing`].
+    pub fn sync_timing(mut self, on: bool) -> Self {
+        self.sync_timing = on;
+        self
+    }
+}
+
+/// Parses a byte count such as `2GiB`, `512MiB`, `1.5GB`, `64k` or `800000000`.
+pub fn parse_bytes(s: &str) -> Result<u64> {
+    let bad = || EmberError::BadBudget(s.to_string());
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        _ => return Err(bad()),
+    };
+    let bytes = value * mult;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_parse_with_units() {
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("512 MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_bytes("800").unwrap(), 800);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("2XB").is_err());
+        assert!(parse_bytes("").is_err());
+    }
+
+    #[test]
+    fn selection_filters_by_pattern_and_size() {
+        let s = Selection::all().include("mlp").unwrap().exclude("down").unwrap().min_elems(10);
+        assert!(s.admits("layers.0.mlp.up.weight", 10));
+        assert!(!s.admits("layers.0.mlp.down.weight", 100));
+        assert!(!s.admits("layers.0.attn.wq.weight", 100));
+        assert!(!s.admits("layers.0.mlp.up.weight", 9));
+    }
+}

@@ -1,0 +1,105 @@
+//! The parameter hook: a `Reparameterization` whose `apply` ignores the zero-stride placeholder
+//! base and returns the decoded weight instead.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use burn::module::{Module, Param, Reparameterization, Reparameterizer};
+use burn::tensor::Tensor;
+
+use crate::attachment::Attachment;
+use crate::weight::Weight;
+
+/// Which attachment and weight a hooked parameter reads.
+#[derive(Clone)]
+pub struct Slot {
+    att: Arc<Attachment>,
+    index: usize,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let w = &self.att.weights[self.index];
+        write!(f, "ember:{} ({})", w.tensor, w.scheme)
+    }
+}
+
+/// Attached to every compressed parameter: `Param::val()` returns the weight decoded on the
+/// parameter's device (or the cached decode), never the stored base.
+#[derive(Module, Debug)]
+pub struct CompressedWeight {
+    #[module(skip)]
+    slot: Slot,
+}
+
+impl Reparameterization for CompressedWeight {
+    const NAME: &'static str = "ember";
+
+    fn apply<const D: usize>(&self, _placeholder: Tensor<D>) -> Tensor<D> {
+        self.slot.att.access(self.slot.index)
+    }
+}
+
+/// What attach does with one parameter.
+pub(crate) enum Plan {
+    /// Hook weight `i` of the attachment.
+    Compressed(usize),
+    /// Replace the base with this dense value (decoded once at attach).
+    Dense(Weight, Tensor<1>),
+}
+
+pub(crate) struct Attacher {
+    pub(crate) plans: HashMap<String, Plan>,
+    pub(crate) att: Arc<Attachment>,
+}
+
+impl Reparameterizer for Attacher {
+    type Reparam = CompressedWeight;
+
+    fn reparameterize<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<D>>,
+    ) -> (Param<Tensor<D>>, Option<CompressedWeight>) {
+        match self.plans.remove(path) {
+            Some(Plan::Compressed(index)) => {
+                // A zero-stride view of one zero: the parameter keeps its shape, its id and its
+                // device, and no dense weight is ever allocated.
+                let device = param.lazy_device();
+                let shape = param.lazy_shape();
+                let placeholder = Tensor::<D>::zeros([1usize; D], &device).expand(shape);
+                let slot = Slot { att: Arc::clone(&self.att), index };
+                (Param::initialized(param.id, placeholder), Some(CompressedWeight { slot }))
+            }
+            Some(Plan::Dense(weight, flat)) => (Param::initialized(param.id, weight.as_param(flat)), None),
+            None => (param, None),
+        }
+    }
+}
+
+/// Collects float parameter paths and shapes without initialising lazy parameters.
+#[derive(Default)]
+pub(crate) struct ParamLister {
+    path: Vec<String>,
+    pub(crate) params: Vec<(String, Vec<usize>, burn::tensor::Device)>,
+}
+
+impl burn::module::ModuleVisitor for ParamLister {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.params.push((self.path.join("."), param.lazy_shape().to_vec(), param.lazy_device()));
+    }
+}
+
+pub(crate) fn list_params<M: Module>(model: &M) -> Vec<(String, Vec<usize>, burn::tensor::Device)> {
+    let mut lister = ParamLister::default();
+    model.visit(&mut lister);
+    lister.params
+}

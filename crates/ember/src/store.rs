@@ -1,0 +1,244 @@
+//! A container opened for attaching: matches tensors to parameters, checks them, uploads or
+//! keeps their tiles, and hooks the parameters.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use burn::module::Module;
+use ember_codec::{Container, Dtype};
+use ember_kernels::batch::{DecodeBatch, KernelScheme};
+
+use crate::attachment::Attachment;
+use crate::cache::{Cache, PassGuard};
+use crate::config::{Config, Residency};
+use crate::error::{EmberError, Result};
+use crate::hook::{list_params, Attacher, Plan};
+use crate::stats::{DeviceMemory, Stats};
+use crate::weight::Weight;
+
+/// An opened `.ember` container whose weights can back a model's parameters.
+#[derive(Clone)]
+pub struct Store {
+    file: Arc<Container>,
+    attachments: Arc<Mutex<Vec<Arc<Attachment>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.file.path()).field("tensors", &self.file.tensors().len()).finish()
+    }
+}
+
+struct Matched<'a> {
+    param: String,
+    device: burn::tensor::Device,
+    entry: &'a ember_codec::TensorEntry,
+    transpose: bool,
+}
+
+impl Store {
+    /// Opens `path` and verifies every checksum (the kernels trust tile data they are given).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let file = Container::open(path)?;
+        file.verify_checksums()?;
+        Ok(Self::from_container(file))
+    }
+
+    /// Wraps an opened (and verified) container.
+    pub fn from_container(file: Container) -> Self {
+        Self { file: Arc::new(file), attachments: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// The container.
+    pub fn container(&self) -> &Container {
+        &self.file
+    }
+
+    fn attachments(&self) -> Vec<Arc<Attachment>> {
+        self.attachments.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Backs `model`'s parameters with the container's weights.
+    ///
+    /// Each parameter path is mapped to a tensor by `config.names`; selected weights stay
+    /// compressed behind a parameter hook (their dense base becomes a zero-stride placeholder, so
+    /// nothing dense is allocated), the others are decoded once now. Errors name every unmatched
+    /// tensor or parameter, and any shape or dtype mismatch.
+    ///
+    /// ```no_run
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use ember::{policy::PerForward, Config, Store};
+    /// let device = burn::tensor::Device::flex();
+    /// let model: Linear = LinearConfig::new(4096, 4096).init(&device);
+    /// let store = Store::open("linear.ember")?;
+    /// let model = store.attach(model, Config::new(PerForward))?;
+    /// let x = burn::tensor::Tensor::<2>::zeros([1, 4096], &device);
+    /// let y = store.forward(|| model.forward(x));
+    /// println!("{}", store.stats());
+    /// # Ok::<(), ember::EmberError>(())
+    /// ```
+    pub fn attach<M: Module>(&self, model: M, config: Config) -> Result<M> {
+        let path = self.file.path().display().to_string();
+        let params = list_params(&model);
+        let mut matched = Vec::new();
+        let mut missing = Vec::new();
+        let mut used = HashSet::new();
+        for (param, shape, device) in params {
+            let Some(target) = config.names.map(&param) else { continue };
+            let Ok(entry) = self.file.get(&target.name) else {
+                missing.push(format!("{param} -> {}", target.name));
+                continue;
+            };
+            if !matches!(entry.decoded_dtype(), Dtype::BF16 | Dtype::F16 | Dtype::F32)
+                || KernelScheme::of(entry).is_none()
+            {
+                return Err(EmberError::DtypeMismatch {
+                    path,
+                    tensor: entry.name.clone(),
+                    param,
+                    dtype: entry.dtype.to_string(),
+                });
+            }
+            let file_shape: Vec<usize> = entry.shape.iter().map(|&d| d as usize).collect();
+            let fits = if target.transpose {
+                file_shape.len() == 2 && shape.len() == 2 && file_shape[0] == shape[1] && file_shape[1] == shape[0]
+            } else {
+                file_shape == shape
+            };
+            if !fits {
+                return Err(EmberError::ShapeMismatch {
+                    path,
+                    tensor: entry.name.clone(),
+                    param,
+                    file: entry.shape.clone(),
+                    module: shape,
+                    transposed: target.transpose,
+                });
+            }
+            used.insert(entry.name.clone());
+            matched.push(Matched { param, device, entry, transpose: target.transpose });
+        }
+        if !missing.is_empty() && !config.allow_missing {
+            return Err(EmberError::MissingTensors {
+                path,
+                names: missing,
+                hint: " (map them with Config::names, or allow them with Config::allow_missing)",
+            });
+        }
+        let unused: Vec<String> = self
+            .file
+            .tensors()
+            .iter()
+            .filter(|t| KernelScheme::of(t).is_some() && !used.contains(&t.name))
+            .map(|t| t.name.clone())
+            .collect();
+        if !unused.is_empty() && !config.allow_unused {
+            return Err(EmberError::UnusedTensors {
+                path,
+                names: unused,
+                hint: " (map them with Config::names, or allow them with Config::allow_unused)",
+            });
+        }
+
+        // Selection: filters, then the N largest.
+        let mut selected: Vec<bool> =
+            matched.iter().map(|m| config.select.admits(&m.param, m.entry.elements())).collect();
+        if let Some(n) = config.select.largest {
+            let mut order: Vec<usize> = (0..matched.len()).filter(|&i| selected[i]).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(matched[i].entry.elements()));
+            for &i in order.iter().skip(n) {
+                selected[i] = false;
+            }
+        }
+        if let Some(budget) = config.cache.budget() {
+            if let Some(m) =
+                matched.iter().zip(&selected).filter(|(_, s)| **s).map(|(m, _)| m).max_by_key(|m| m.entry.elements())
+            {
+                let bytes = 4 * m.entry.elements();
+                if bytes > budget {
+                    return Err(EmberError::BudgetTooSmall { budget, tensor: m.entry.name.clone(), bytes });
+                }
+            }
+        }
+
+        let mut weights = Vec::new();
+        let mut plans = HashMap::new();
+        let mut dense = (0usize, 0u64);
+        for (m, keep) in matched.iter().zip(&selected) {
+            let batch = DecodeBatch::new(&self.file, &[m.entry])?;
+            if *keep {
+                plans.insert(m.param.clone(), Plan::Compressed(weights.len()));
+                weights.push(Weight::new(batch, config.residency, &m.device, m.param.clone(), m.entry, m.transpose));
+            } else {
+                let w = Weight::new(batch, Residency::Host, &m.device, m.param.clone(), m.entry, m.transpose);
+                let flat = w.decode_flat();
+                dense.0 += 1;
+                dense.1 += w.decoded_bytes;
+                plans.insert(m.param.clone(), Plan::Dense(w, flat));
+            }
+        }
+        let att = Arc::new(Attachment::new(
+            weights,
+            config.cache.clone(),
+            config.residency,
+            config.prefetch,
+            config.sync_timing,
+            dense,
+        ));
+        let model = model.apply_reparameterization(Attacher { plans, att: Arc::clone(&att) });
+        self.attachments.lock().unwrap_or_else(|e| e.into_inner()).push(att);
+        Ok(model)
+    }
+
+    fn caches(&self) -> Vec<Cache> {
+        let mut caches: Vec<Cache> = Vec::new();
+        for a in self.attachments() {
+            if !caches.iter().any(|c| c.same(&a.cache)) {
+                caches.push(a.cache.clone());
+            }
+        }
+        caches
+    }
+
+    /// Runs one forward pass of the attached model(s): `per-forward` releases its decodes when
+    /// `f` returns, and prefetch learns the access order from the first pass.
+    pub fn forward<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _pass = self.pass();
+        f()
+    }
+
+    /// Starts a forward pass that ends when the guard is dropped (also on panic).
+    pub fn pass(&self) -> PassGuard {
+        PassGuard::over(self.caches())
+    }
+
+    /// Counters over every attachment of this store.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for a in self.attachments() {
+            s.merge(a.stats());
+        }
+        s
+    }
+
+    /// Zeroes the decode and hit counters (e.g. after warm-up).
+    pub fn reset_stats(&self) {
+        for a in self.attachments() {
+            a.reset_stats();
+        }
+    }
+
+    /// Syncs the device of the attached weights and samples its allocator (`None` where the
+    /// backend does not report memory, e.g. the CPU path).
+    pub fn sample_memory(&self) -> Option<DeviceMemory> {
+        self.attachments().iter().filter_map(|a| a.sample_memory()).last()
+    }
+
+    /// Drops a decode running ahead (prefetch), e.g. before measuring idle memory.
+    pub fn drop_prefetch(&self) {
+        for a in self.attachments() {
+            a.drop_prefetch();
+        }
+    }
+}

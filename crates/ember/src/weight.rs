@@ -1,0 +1,96 @@
+//! One compressed weight: its tiles (in host RAM or uploaded), and how its decoded values become
+//! the parameter's tensor.
+
+use burn::tensor::{Device, Tensor};
+use ember_kernels::batch::DecodeBatch;
+use ember_kernels::op::{decode_batch, UploadedBatch};
+
+use crate::config::Residency;
+
+/// Where the compressed bytes are.
+pub(crate) enum Source {
+    /// Tile words in host RAM, uploaded by every decode.
+    Host(DecodeBatch),
+    /// Uploaded once.
+    Device(UploadedBatch),
+}
+
+pub(crate) struct Weight {
+    /// The module parameter path.
+    pub(crate) param: String,
+    /// The container tensor.
+    pub(crate) tensor: String,
+    /// The scheme it is stored with.
+    pub(crate) scheme: String,
+    /// The stored shape.
+    pub(crate) shape: Vec<usize>,
+    /// The stored matrix is the parameter's transpose.
+    pub(crate) transpose: bool,
+    pub(crate) elements: usize,
+    /// Bytes of the decoded (f32) tensor.
+    pub(crate) decoded_bytes: u64,
+    /// Bytes of tiles, tables and scales.
+    pub(crate) compressed_bytes: u64,
+    pub(crate) source: Source,
+    pub(crate) device: Device,
+}
+
+impl Weight {
+    pub(crate) fn new(
+        batch: DecodeBatch,
+        residency: Residency,
+        device: &Device,
+        param: String,
+        entry: &ember_codec::TensorEntry,
+        transpose: bool,
+    ) -> Self {
+        let compressed_bytes = 4 * (batch.data.len() + batch.tiles.len() + batch.tables.len() + batch.scales.len());
+        let elements = entry.elements() as usize;
+        let source = match residency {
+            Residency::Host => Source::Host(batch),
+            Residency::Device => Source::Device(UploadedBatch::new(&batch, device, false)),
+        };
+        Self {
+            param,
+            tensor: entry.name.clone(),
+            scheme: entry.scheme.kind().name().to_string(),
+            shape: entry.shape.iter().map(|&d| d as usize).collect(),
+            transpose,
+            elements,
+            decoded_bytes: 4 * elements as u64,
+            compressed_bytes: compressed_bytes as u64,
+            source,
+            device: device.clone(),
+        }
+    }
+
+    /// Decodes into a new flat `f32` tensor of exactly `elements` values.
+    pub(crate) fn decode_flat(&self) -> Tensor<1> {
+        let flat = match &self.source {
+            Source::Host(batch) => decode_batch(batch, &self.device, false),
+            Source::Device(up) => up.decode(),
+        };
+        if flat.dims()[0] == self.elements {
+            flat
+        } else {
+            // The kernel pads outputs to an even element count.
+            flat.slice([0..self.elements])
+        }
+    }
+
+    /// The parameter's view of decoded values: reshaped, and transposed where stored `[out, in]`
+    /// (a strided view, nothing is copied).
+    pub(crate) fn as_param<const D: usize>(&self, flat: Tensor<1>) -> Tensor<D> {
+        let mut dims = [1usize; D];
+        // Attach checked that the stored rank equals D.
+        for (d, s) in dims.iter_mut().zip(&self.shape) {
+            *d = *s;
+        }
+        let t: Tensor<D> = flat.reshape(dims);
+        if self.transpose {
+            t.transpose()
+        } else {
+            t
+        }
+    }
+}
