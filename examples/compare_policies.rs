@@ -1,0 +1,235 @@
+//! Compares dense, plain offload (uncompressed weights copied from host RAM at every use) and
+//! ember's cache policies × residencies × schemes × prefetch on one device: speed, memory, decode
+//! share and perplexity, written as JSON, a Markdown table and an SVG chart.
+//!
+//! ```text
+//! cargo run --release -p ember-llama --example compare_policies -- --device cpu --quick
+//! ```
+//!
+//! Each configuration runs in a child process (this example re-executed with `--single NAME`),
+//! so its peak memory is its own: on the CPU path the peak is the child's peak RSS, because
+//! Burn's CPU backend has no allocator statistics.
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "compare/configs.rs"]
+mod configs;
+#[path = "compare/measure.rs"]
+mod measure;
+#[path = "compare/quality.rs"]
+mod quality;
+#[path = "compare/report.rs"]
+mod report;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use configs::{Setup, PLAIN_OFFLOAD};
+use measure::Row;
+use report::{Machine, QualitySection, Report};
+
+#[derive(Parser, Debug)]
+#[command(about = "Compare dense, plain offload and ember's policies on one device")]
+struct Args {
+    /// A `.gguf` (compressed per scheme, cached) or `.ember`; default: SmolLM2-135M-Instruct.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// auto, vulkan or cpu.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output folder.
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+    /// New tokens per generation.
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// A reduced set of configurations (see `configs::all`).
+    #[arg(long)]
+    quick: bool,
+    /// Prefix of the output files (default: `cpu` on the CPU path, `vulkan` otherwise; e.g. `h100`).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Tokens per perplexity chunk.
+    #[arg(long, default_value_t = 256)]
+    chunk: usize,
+    /// Measure one configuration in this process and print its row as JSON (used by the parent).
+    #[arg(long, hide = true)]
+    single: Option<String>,
+    /// Adaptive budget in bytes (passed to children).
+    #[arg(long, hide = true)]
+    budget: Option<u64>,
+}
+
+const ROW_PREFIX: &str = "EMBER_ROW ";
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(name) = &args.single {
+        let setup = Setup::parse(name)?;
+        let row = measure::run(&setup, args.model.as_deref(), &args.device, args.max_tokens, args.budget.unwrap_or(0))?;
+        println!("{ROW_PREFIX}{}", serde_json::to_string(&row)?);
+        return Ok(());
+    }
+    run_all(&args)
+}
+
+/// Runs one configuration in a child process and reads its row back; a failure becomes a row
+/// with `error` set, so one broken configuration does not lose the others.
+fn run_child(args: &Args, device: &str, setup: &Setup, budget: u64) -> Row {
+    let name = setup.name();
+    child_row(args, device, &name, budget).unwrap_or_else(|e| Row {
+        name,
+        error: Some(format!("{e:#}")),
+        ..Row::default()
+    })
+}
+
+fn child_row(args: &Args, device: &str, name: &str, budget: u64) -> Result<Row> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["--single", name, "--device", device, "--max-tokens", &args.max_tokens.to_string()]);
+    cmd.args(["--budget", &budget.to_string()]);
+    if let Some(m) = &args.model {
+        cmd.arg("--model").arg(m);
+    }
+    let out = cmd.output().context("starting the child process")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().find_map(|l| l.strip_prefix(ROW_PREFIX)) {
+        Some(json) if out.status.success() => Ok(serde_json::from_str(json)?),
+        _ => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let mut tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            tail.reverse();
+            bail!("{} ({})", out.status, tail.join(" / "))
+        }
+    }
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a > 0.0).then(|| a / b)
+}
+
+fn run_all(args: &Args) -> Result<()> {
+    let (device, description) = common::pick_device(&args.device)?;
+    let on_cpu = description.starts_with("cpu");
+    // Children must land on the same device the parent picked.
+    let child_device = if on_cpu { "cpu" } else { "vulkan" };
+    let tag = args.tag.clone().unwrap_or_else(|| child_device.to_string());
+    let model_name = match &args.model {
+        None => "smollm2".to_string(),
+        Some(p) => p.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_lowercase(),
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let stem = format!("{tag}-{model_name}");
+    let out_file = |ext: &str| args.out.join(format!("{stem}.{ext}"));
+
+    // Compress every container first, so no child pays for it (or races another for the cache).
+    for scheme in ["raw", "lossless", "int8", "int4"] {
+        common::container_for(args.model.as_deref(), scheme)?;
+    }
+
+    let bars = MultiProgress::new();
+    let quality_bar = bars.add(ProgressBar::new(0));
+    let quality = quality::run(args.model.as_deref(), &device, args.chunk, &quality_bar)?;
+    let budget = quality.dense_weight_bytes / 2;
+
+    let setups = configs::all(args.quick);
+    let bar = bars.add(ProgressBar::new(setups.len() as u64));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise} {msg}")?
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("configs");
+    let mut rows = Vec::new();
+    for setup in &setups {
+        bar.set_message(setup.name());
+        let row = run_child(args, child_device, setup, budget);
+        if let Some(e) = &row.error {
+            bars.println(format!("{}: failed: {e}", row.name))?;
+        } else {
+            bars.println(format!(
+                "{:<32} decode {:>7.2} tok/s · prefill {:>7.1} tok/s · peak {:>6.0} MiB · decode share {:>3.0}%",
+                row.name,
+                row.decode_tok_s,
+                row.prefill_tok_s,
+                row.device_peak_bytes as f64 / 1048576.0,
+                100.0 * row.decode_share
+            ))?;
+        }
+        rows.push(row);
+        bar.inc(1);
+    }
+    bar.finish_with_message("done");
+
+    let find = |name: &str| rows.iter().find(|r| r.name == name && r.error.is_none()).cloned();
+    let (dense, plain) = (find("dense"), find(&PLAIN_OFFLOAD.name()));
+    for row in rows.iter_mut().filter(|r| r.error.is_none()) {
+        if let Some(d) = &dense {
+            row.decode_vs_dense = ratio(row.decode_tok_s, d.decode_tok_s);
+            row.peak_vs_dense = ratio(row.device_peak_bytes as f64, d.device_peak_bytes as f64);
+            row.same_tokens_as_dense = Some(row.tokens == d.tokens);
+        }
+        if let Some(p) = &plain {
+            row.decode_vs_plain = ratio(row.decode_tok_s, p.decode_tok_s);
+            row.peak_vs_plain = ratio(row.device_peak_bytes as f64, p.device_peak_bytes as f64);
+        }
+    }
+
+    let lossless_equals_dense =
+        quality.rows.iter().find(|q| q.scheme == "lossless").is_some_and(|q| q.bit_exact_vs_dense);
+    let memory_note = if on_cpu {
+        "Memory on the CPU path is the process resident set (RSS): Burn's CPU backend has no allocator statistics. \
+         Peak = the configuration's own child process peak RSS (VmHWM, includes loading); idle = RSS after generation."
+    } else {
+        "Memory is the device allocator's bytes in use, sampled inside every forward pass (peak) and after generation (idle)."
+    };
+    let report = Report {
+        machine: Machine::probe(),
+        device: description,
+        commit: commit(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        model: model_name,
+        max_tokens: args.max_tokens,
+        quick: args.quick,
+        adaptive_budget_bytes: budget,
+        memory_note: memory_note.to_string(),
+        quality: QualitySection {
+            text: "benches/data/public-domain.txt".into(),
+            text_tokens: quality.text_tokens,
+            chunk_tokens: quality.chunk,
+            lossless_equals_dense,
+            schemes: quality.rows,
+        },
+        rows,
+    };
+    let json = out_file("json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    let md = out_file("md");
+    let table = report::markdown(&report);
+    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
+    let chart = out_file("svg");
+    report::svg(&report, &chart)?;
+    println!("{table}");
+    println!("wrote {}, {}, {}", json.display(), md.display(), chart.display());
+    if !lossless_equals_dense {
+        bail!("lossless logits differ from dense (see the quality table)");
+    }
+    Ok(())
+}
+
+/// `EMBER_COMMIT`, else `git rev-parse HEAD`, else `unknown`.
+fn commit() -> String {
+    if let Ok(c) = std::env::var("EMBER_COMMIT") {
+        return c;
+    }
+    Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(|| "unknown".into(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}

