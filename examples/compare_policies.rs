@@ -28,6 +28,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use common::ModelSource;
 use configs::{Setup, PLAIN_OFFLOAD};
 use measure::Row;
 use report::{Machine, QualitySection, Report};
@@ -36,8 +37,18 @@ use report::{Machine, QualitySection, Report};
 #[command(about = "Compare dense, plain offload and ember's policies on one device")]
 struct Args {
     /// A `.gguf` (compressed per scheme, cached) or `.ember`; default: SmolLM2-135M-Instruct.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "synthetic")]
     model: Option<PathBuf>,
+    /// A Llama-shaped model generated here from `--seed` instead of a file: llama3-8b,
+    /// llama3.2-1b, tinyllama or smollm2-135m (cached once generated).
+    #[arg(long)]
+    synthetic: Option<String>,
+    /// Seed of the synthetic model.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Scored tokens of a synthetic model's quality pass (it has no tokenizer: seeded ids).
+    #[arg(long, default_value_t = 2048)]
+    synthetic_text_tokens: usize,
     /// auto, vulkan or cpu.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -70,7 +81,8 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(name) = &args.single {
         let setup = Setup::parse(name)?;
-        let row = measure::run(&setup, args.model.as_deref(), &args.device, args.max_tokens, args.budget.unwrap_or(0))?;
+        let source = ModelSource::from_args(args.model.clone(), args.synthetic.as_deref(), args.seed)?;
+        let row = measure::run(&setup, &source, &args.device, args.max_tokens, args.budget.unwrap_or(0))?;
         println!("{ROW_PREFIX}{}", serde_json::to_string(&row)?);
         return Ok(());
     }
@@ -79,22 +91,20 @@ fn main() -> Result<()> {
 
 /// Runs one configuration in a child process and reads its row back; a failure becomes a row
 /// with `error` set, so one broken configuration does not lose the others.
-fn run_child(args: &Args, device: &str, setup: &Setup, budget: u64) -> Row {
+fn run_child(args: &Args, source: &ModelSource, device: &str, setup: &Setup, budget: u64) -> Row {
     let name = setup.name();
-    child_row(args, device, &name, budget).unwrap_or_else(|e| Row {
+    child_row(args, source, device, &name, budget).unwrap_or_else(|e| Row {
         name,
         error: Some(format!("{e:#}")),
         ..Row::default()
     })
 }
 
-fn child_row(args: &Args, device: &str, name: &str, budget: u64) -> Result<Row> {
+fn child_row(args: &Args, source: &ModelSource, device: &str, name: &str, budget: u64) -> Result<Row> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["--single", name, "--device", device, "--max-tokens", &args.max_tokens.to_string()]);
     cmd.args(["--budget", &budget.to_string()]);
-    if let Some(m) = &args.model {
-        cmd.arg("--model").arg(m);
-    }
+    cmd.args(source.child_args());
     let out = cmd.output().context("starting the child process")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     match stdout.lines().find_map(|l| l.strip_prefix(ROW_PREFIX)) {
@@ -118,22 +128,20 @@ fn run_all(args: &Args) -> Result<()> {
     // Children must land on the same device the parent picked.
     let child_device = if on_cpu { "cpu" } else { "vulkan" };
     let tag = args.tag.clone().unwrap_or_else(|| child_device.to_string());
-    let model_name = match &args.model {
-        None => "smollm2".to_string(),
-        Some(p) => p.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_lowercase(),
-    };
+    let source = ModelSource::from_args(args.model.clone(), args.synthetic.as_deref(), args.seed)?;
+    let model_name = source.name();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let stem = format!("{tag}-{model_name}");
     let out_file = |ext: &str| args.out.join(format!("{stem}.{ext}"));
 
     // Compress every container first, so no child pays for it (or races another for the cache).
     for scheme in ["raw", "lossless", "int8", "int4"] {
-        common::container_for(args.model.as_deref(), scheme)?;
+        source.container(scheme)?;
     }
 
     let bars = MultiProgress::new();
     let quality_bar = bars.add(ProgressBar::new(0));
-    let quality = quality::run(args.model.as_deref(), &device, args.chunk, &quality_bar)?;
+    let quality = quality::run(&source, &device, args.chunk, args.synthetic_text_tokens, &quality_bar)?;
     let budget = quality.dense_weight_bytes / 2;
 
     let setups = configs::all(args.quick);
@@ -146,7 +154,7 @@ fn run_all(args: &Args) -> Result<()> {
     let mut rows = Vec::new();
     for setup in &setups {
         bar.set_message(setup.name());
-        let row = run_child(args, child_device, setup, budget);
+        let row = run_child(args, &source, child_device, setup, budget);
         if let Some(e) = &row.error {
             bars.println(format!("{}: failed: {e}", row.name))?;
         } else {
@@ -196,8 +204,13 @@ fn run_all(args: &Args) -> Result<()> {
         quick: args.quick,
         adaptive_budget_bytes: budget,
         memory_note: memory_note.to_string(),
+        goals: report::goals(&rows, !on_cpu),
         quality: QualitySection {
-            text: "benches/data/public-domain.txt".into(),
+            text: if source.is_synthetic() {
+                format!("{} seeded token ids (synthetic model: no tokenizer, random weights)", quality.text_tokens)
+            } else {
+                "benches/data/public-domain.txt".into()
+            },
             text_tokens: quality.text_tokens,
             chunk_tokens: quality.chunk,
             lossless_equals_dense,

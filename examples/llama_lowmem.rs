@@ -10,6 +10,7 @@
 //! cached under `~/.cache/ember`).
 
 #[path = "common/mod.rs"]
+#[allow(dead_code)] // shared with compare_policies, which uses all of it
 mod common;
 
 use std::io::Write;
@@ -163,7 +164,7 @@ fn main() -> Result<()> {
             }
         },
         |forward| {
-            let logits = store.forward(|| forward());
+            let logits = store.forward(forward);
             if let (Some(m), Some((now, _))) = (memory.as_mut(), sample(&store)) {
                 m.peak = m.peak.max(now);
             }

@@ -1,19 +1,20 @@
 //! One configuration measured in its own process: a warm-up generation, then a measured one,
 //! with memory sampled inside every forward pass.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 use ember::Store;
 use ember_llama::{generate_with, offload, GenerateOptions, Sampler};
 use serde::{Deserialize, Serialize};
 
-use crate::common;
+use crate::common::{self, ModelSource};
 use crate::configs::Setup;
 
 /// A fixed prompt of about 32 tokens.
 pub const PROMPT: &str = "The history of the printing press begins in the fifteenth century, when a goldsmith in \
                           Mainz combined movable metal type with an oil-based ink and a";
+
+/// Prompt length of a synthetic model (about that of [`PROMPT`]).
+const SYNTHETIC_PROMPT_TOKENS: usize = 32;
 
 /// What one configuration measured. The parent adds the ratios.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -50,8 +51,12 @@ pub struct Row {
     pub compressed_bytes: u64,
     /// Decoded size of the weights.
     pub weight_bytes: u64,
+    /// The two largest decoded weights together (the `none` memory goal allows that much).
+    pub two_largest_decoded_bytes: u64,
     /// Decodes during the measured generation.
     pub decode_count: u64,
+    /// Decoded bytes over decode seconds, GB/s (decode throughput seen by the model).
+    pub decode_gbps: f64,
     /// Seconds spent decoding during the measured generation (exact: `sync_timing`).
     pub decode_secs: f64,
     /// `decode_secs` over the measured generation's wall time.
@@ -79,16 +84,15 @@ fn sample(store: &Store) -> (u64, &'static str) {
 }
 
 /// Measures `setup` in this process.
-pub fn run(setup: &Setup, model: Option<&Path>, device: &str, max_tokens: usize, budget: u64) -> Result<Row> {
+pub fn run(setup: &Setup, source: &ModelSource, device: &str, max_tokens: usize, budget: u64) -> Result<Row> {
     let (device, _) = common::pick_device(device)?;
-    let path = common::container_for(model, setup.scheme())?;
+    let path = source.container(setup.scheme())?;
     let store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let (llama, _) = match setup.config(budget) {
         None => offload::dense(&store, &device)?,
         Some(config) => offload::attach(&store, &device, config)?,
     };
-    let tokenizer = offload::tokenizer_of(&store)?;
-    let prompt = tokenizer.encode(PROMPT, true)?;
+    let prompt = source.tokens(&store, PROMPT, true, SYNTHETIC_PROMPT_TOKENS, 0)?;
     let options = GenerateOptions { max_tokens, sampler: Sampler::greedy(), stop_ids: vec![] };
 
     generate_with(&llama, &prompt, &options, |_| {}, |f| store.forward(f))?;
@@ -144,7 +148,17 @@ pub fn run(setup: &Setup, model: Option<&Path>, device: &str, max_tokens: usize,
         compressed_device_bytes: stats.compressed_resident_device_bytes,
         compressed_bytes: stats.weights_compressed_bytes,
         weight_bytes: stats.weights_decoded_bytes + stats.dense_weight_bytes,
+        two_largest_decoded_bytes: {
+            let mut sizes: Vec<u64> = stats.weights.iter().map(|w| w.decoded_bytes).collect();
+            sizes.sort_unstable_by(|a, b| b.cmp(a));
+            sizes.iter().take(2).sum()
+        },
         decode_count: stats.decode_count,
+        decode_gbps: if stats.decode_seconds > 0.0 {
+            stats.bytes_decoded as f64 / stats.decode_seconds / 1e9
+        } else {
+            0.0
+        },
         decode_secs: stats.decode_seconds,
         decode_share: if wall > 0.0 { stats.decode_seconds / wall } else { 0.0 },
         tokens: generation.tokens.clone(),

@@ -2,8 +2,6 @@
 //! values, so one configuration per scheme is enough: dense, then `full` (decode once) for
 //! lossless, int8 and int4. Lossless must give the dense logits bit for bit.
 
-use std::path::Path;
-
 use anyhow::{ensure, Context, Result};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ember::policy::Full;
@@ -12,7 +10,7 @@ use ember_llama::{offload, KvCache, Llama};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::common;
+use crate::common::ModelSource;
 
 /// The scored text: everything after its first line (a comment naming the source).
 pub const TEXT: &str = include_str!("../../benches/data/public-domain.txt");
@@ -73,8 +71,15 @@ fn mean_nll(logits: &[Vec<f32>], tokens: &[u32], chunk: usize, vocab: usize) -> 
     (total / n.max(1) as f64, n)
 }
 
-/// Scores dense, lossless, int8 and int4 on [`TEXT`] in chunks of `chunk` tokens.
-pub fn run(model: Option<&Path>, device: &Device, chunk: usize, bar: &ProgressBar) -> Result<QualityReport> {
+/// Scores dense, lossless, int8 and int4 on [`TEXT`] (a synthetic model: `synthetic_tokens`
+/// seeded ids) in chunks of `chunk` tokens.
+pub fn run(
+    source: &ModelSource,
+    device: &Device,
+    chunk: usize,
+    synthetic_tokens: usize,
+    bar: &ProgressBar,
+) -> Result<QualityReport> {
     let schemes = ["dense", "lossless", "int8", "int4"];
     bar.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")?.progress_chars("=> "));
     bar.set_prefix("quality");
@@ -85,14 +90,14 @@ pub fn run(model: Option<&Path>, device: &Device, chunk: usize, bar: &ProgressBa
     let mut text_tokens = 0;
     for scheme in schemes {
         bar.set_message(scheme);
-        let container = common::container_for(model, if scheme == "dense" { "lossless" } else { scheme })?;
+        let container = source.container(if scheme == "dense" { "lossless" } else { scheme })?;
         let store = Store::open(&container).with_context(|| format!("opening {}", container.display()))?;
         let (llama, config) = if scheme == "dense" {
             offload::dense(&store, device)?
         } else {
             offload::attach(&store, device, Config::new(Full))?
         };
-        let tokens = offload::tokenizer_of(&store)?.encode(scored_text(), false)?;
+        let tokens = source.tokens(&store, scored_text(), false, synthetic_tokens, 1)?;
         text_tokens = tokens.len();
         let logits = chunk_logits(&llama, &store, &tokens, chunk, device)?;
         let (nll, scored) = mean_nll(&logits, &tokens, chunk, config.vocab_size);

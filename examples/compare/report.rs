@@ -23,7 +23,130 @@ pub struct Report {
     pub adaptive_budget_bytes: u64,
     pub memory_note: String,
     pub quality: QualitySection,
+    /// The goals, checked against this run.
+    pub goals: Vec<Goal>,
     pub rows: Vec<Row>,
+}
+
+/// One goal of the benchmark, against what this run measured.
+#[derive(Serialize)]
+pub struct Goal {
+    pub goal: String,
+    pub target: String,
+    /// The configuration the figure comes from.
+    pub config: String,
+    pub measured: String,
+    /// `None` where this run cannot tell (a configuration missing or failed).
+    pub met: Option<bool>,
+    /// By how much, and what bounds it (from the decode share and throughput of the same row).
+    pub why: String,
+}
+
+fn ok(rows: &[Row]) -> impl Iterator<Item = &Row> {
+    rows.iter().filter(|r| r.error.is_none())
+}
+
+fn why_decode_bound(r: &Row) -> String {
+    format!(
+        "decoding takes {:.0}% of generation time at {:.2} GB/s of decoded weights ({} decodes)",
+        100.0 * r.decode_share,
+        r.decode_gbps,
+        r.decode_count
+    )
+}
+
+/// Checks the goals against the rows (ratios must be filled in).
+pub fn goals(rows: &[Row], on_gpu: bool) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    let best = |pred: &dyn Fn(&Row) -> bool, key: &dyn Fn(&Row) -> Option<f64>| {
+        ok(rows).filter(|r| pred(r)).filter_map(|r| key(r).map(|k| (k, r))).max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    // 1. per-forward + lossless at ≥ 0.8 × dense decode speed, weights at ≈ 67%.
+    let dense = ok(rows).find(|r| r.name == "dense");
+    let g1 = best(&|r| r.scheme == "lossless" && r.policy == "per-forward", &|r| r.decode_vs_dense);
+    goals.push(match g1 {
+        Some((x, r)) => Goal {
+            goal: "per-forward + lossless: decode speed vs dense at batch 1".into(),
+            target: format!("≥ 0.80× dense{}", if on_gpu { "" } else { " (a GPU goal; CPU figure for reference)" }),
+            config: r.name.clone(),
+            measured: format!(
+                "{x:.2}× dense, weights stored at {:.1}% of BF16",
+                100.0 * r.compressed_bytes as f64 / (r.weight_bytes as f64 / 2.0).max(1.0)
+            ),
+            met: Some(x >= 0.8),
+            why: if x >= 0.8 {
+                "met".into()
+            } else {
+                format!("{:.0}% short: {}", 100.0 * (0.8 - x) / 0.8, why_decode_bound(r))
+            },
+        },
+        None => missing("per-forward + lossless: decode speed vs dense", "≥ 0.80× dense"),
+    });
+    // 2. host-resident compressed weights with prefetch vs plain offload.
+    for (scheme, target) in [("lossless", 1.4), ("int8", 2.5)] {
+        let g = best(&|r| r.scheme == scheme && r.residency == "host" && r.prefetch, &|r| r.decode_vs_plain);
+        goals.push(match g {
+            Some((x, r)) => Goal {
+                goal: format!("host-resident {scheme} with prefetch vs plain offload"),
+                target: format!("≥ {target}× plain offload"),
+                config: r.name.clone(),
+                measured: format!("{x:.2}× plain offload"),
+                met: Some(x >= target),
+                why: if x >= target {
+                    "met".into()
+                } else {
+                    format!("{:.0}% short: {}", 100.0 * (target - x) / target, why_decode_bound(r))
+                },
+            },
+            None => missing(&format!("host-resident {scheme} with prefetch vs plain offload"), &format!("≥ {target}×")),
+        });
+    }
+    // 3. `none`: peak ≤ non-weight memory + resident compressed + the two largest decoded weights.
+    if let Some(d) = dense {
+        let non_weight = d.device_peak_bytes.saturating_sub(d.weight_bytes);
+        let worst = ok(rows)
+            .filter(|r| r.policy == "none" && r.scheme != "raw")
+            .map(|r| {
+                let bound = non_weight + r.compressed_bytes + r.two_largest_decoded_bytes;
+                (r.device_peak_bytes as f64 / bound as f64, r, bound)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((x, r, bound)) = worst {
+            goals.push(Goal {
+                goal: "`none`: peak memory within non-weight + compressed + two largest decoded weights".into(),
+                target: format!("≤ {:.0} MiB (worst `none` configuration)", mib(bound)),
+                config: r.name.clone(),
+                measured: format!("{:.0} MiB peak ({x:.2}× the bound)", mib(r.device_peak_bytes)),
+                met: Some(x <= 1.0),
+                why: if x <= 1.0 {
+                    format!("met; non-weight memory taken as dense peak − dense weights = {:.0} MiB", mib(non_weight))
+                } else {
+                    format!(
+                        "{:.0} MiB over; non-weight memory taken as dense peak − dense weights = {:.0} MiB{}",
+                        mib(r.device_peak_bytes - bound),
+                        mib(non_weight),
+                        if r.memory_source == "rss" {
+                            "; on the CPU path the peak is RSS, which keeps freed pages the allocator has not returned"
+                        } else {
+                            ""
+                        }
+                    )
+                },
+            });
+        }
+    }
+    goals
+}
+
+fn missing(goal: &str, target: &str) -> Goal {
+    Goal {
+        goal: goal.into(),
+        target: target.into(),
+        config: "–".into(),
+        measured: "not measured in this run".into(),
+        met: None,
+        why: "the configuration was not part of this run or failed".into(),
+    }
 }
 
 #[derive(Serialize)]
@@ -125,6 +248,16 @@ pub fn markdown(report: &Report) -> String {
             }
         );
     }
+    let _ = writeln!(s, "\n## Goals\n\n| goal | target | measured | config | met | by how much, why |");
+    let _ = writeln!(s, "|---|---|---|---|:-:|---|");
+    for g in &report.goals {
+        let met = match g.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(s, "| {} | {} | {} | `{}` | {} | {} |", g.goal, g.target, g.measured, g.config, met, g.why);
+    }
     let q = &report.quality;
     let _ = writeln!(
         s,
@@ -153,14 +286,9 @@ pub fn markdown(report: &Report) -> String {
 
 /// Decode tokens/s against peak device memory, one labelled point per configuration.
 pub fn svg(report: &Report, path: &Path) -> Result<()> {
-    let points: Vec<(f64, f64, &str)> = report
-        .rows
-        .iter()
-        .filter(|r| r.error.is_none())
-        .map(|r| (mib(r.device_peak_bytes), r.decode_tok_s, r.name.as_str()))
-        .collect();
+    let points: Vec<(f64, f64)> = ok(&report.rows).map(|r| (mib(r.device_peak_bytes), r.decode_tok_s)).collect();
     let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
-    let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.3;
     let root = SVGBackend::new(path, (1100, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let x_label = if report.rows.iter().any(|r| r.memory_source == "allocator") {
@@ -176,19 +304,46 @@ pub fn svg(report: &Report, path: &Path) -> Result<()> {
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     chart.configure_mesh().x_desc(x_label).y_desc("decode tokens/s").draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let palette = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
-    for (i, (x, y, name)) in points.iter().enumerate() {
-        let color = palette[i % palette.len()];
-        chart
-            .draw_series(std::iter::once(
-                EmptyElement::at((*x, *y))
-                    + Circle::new((0, 0), 4, color.filled())
-                    + Text::new(
-                        name.to_string(),
-                        (6, -6 - 11 * (i as i32 % 3)),
-                        ("sans-serif", 11).into_font().color(&color),
-                    ),
-            ))
+    // Colour = scheme, marker = policy, filled = compressed weights on the device, hollow = in
+    // host RAM; dense and plain offload are labelled, the rest is read from the legend.
+    let colour = |scheme: &str| match scheme {
+        "dense" => BLACK,
+        "raw" => RGBColor(120, 120, 120),
+        "lossless" => BLUE,
+        "int8" => RGBColor(0, 150, 0),
+        _ => RED,
+    };
+    let rows: Vec<&Row> = report.rows.iter().filter(|r| r.error.is_none()).collect();
+    for r in &rows {
+        let (x, y) = (mib(r.device_peak_bytes), r.decode_tok_s);
+        let style = if r.residency == "host" { colour(&r.scheme).stroke_width(2) } else { colour(&r.scheme).filled() };
+        let at = EmptyElement::at((x, y));
+        let label = matches!(r.name.as_str(), "dense" | "plain-offload").then(|| r.name.clone());
+        let text = |s: String| Text::new(s, (7, -7), ("sans-serif", 12).into_font().color(&colour(&r.scheme)));
+        let result = match r.policy.as_str() {
+            "none" => {
+                chart.draw_series(std::iter::once(at + Circle::new((0, 0), 5, style) + text(label.unwrap_or_default())))
+            }
+            "per-forward" => {
+                chart.draw_series(std::iter::once(at + TriangleMarker::new((0, 0), 6, style) + text(String::new())))
+            }
+            "full" => {
+                chart.draw_series(std::iter::once(at + Rectangle::new([(-4, -4), (4, 4)], style) + text(String::new())))
+            }
+            "adaptive" => chart.draw_series(std::iter::once(at + Cross::new((0, 0), 5, style) + text(String::new()))),
+            _ => chart.draw_series(std::iter::once(
+                at + Circle::new((0, 0), 6, BLACK.filled()) + text(label.unwrap_or_default()),
+            )),
+        };
+        result.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let legend = [
+        "colour: black dense · grey raw (plain offload) · blue lossless · green int8 · red int4",
+        "marker: circle none · triangle per-forward · square full · cross adaptive",
+        "filled: compressed weights on the device · hollow: in host RAM (prefetch on and off both shown)",
+    ];
+    for (i, line) in legend.iter().enumerate() {
+        root.draw(&Text::new(*line, (90, 60 + 16 * i as i32), ("sans-serif", 13).into_font()))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     root.present().map_err(|e| anyhow::anyhow!("writing {}: {e:?}", path.display()))?;

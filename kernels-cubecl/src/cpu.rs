@@ -5,16 +5,90 @@ use ember_codec::dtype::Dtype;
 use ember_codec::rans::DecodeTable;
 use ember_codec::schemes::{LosslessDecoder, QuantDecoder, QuantKind};
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use rayon::prelude::*;
 
 use crate::batch::{desc, KernelScheme, OutputKind, DESC_WORDS};
 
-fn bytes_of(words: &[u32]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+/// The little-endian bytes of a word buffer, borrowed where the machine is little-endian.
+fn bytes_of(words: &[u32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice(words))
+    } else {
+        Cow::Owned(words.iter().flat_map(|w| w.to_le_bytes()).collect())
+    }
+}
+
+/// A tile's decoder, built once per tensor (table offset, probability bits, columns, block) and
+/// shared by its tiles: building one validates and copies up to 4096 table entries.
+enum TileDecoder {
+    Lossless(LosslessDecoder, Dtype),
+    Quant(QuantDecoder),
+    Raw(Dtype),
+}
+
+type DecoderKey = (u32, u32, u32, u32);
+
+fn decoder_key(d: &[u32]) -> DecoderKey {
+    (d[desc::TABLE], d[desc::PROB_BITS], d[desc::COLS], d[desc::BLOCK])
+}
+
+fn build_decoder(tables: &[u32], scheme: KernelScheme, lanes: usize, d: &[u32]) -> Result<TileDecoder, String> {
+    let table = || {
+        let (off, bits) = (d[desc::TABLE] as usize, d[desc::PROB_BITS]);
+        let entries = tables.get(off..off + (1usize << bits.min(12))).ok_or("table outside the tables")?;
+        DecodeTable::from_entries(bits, entries.to_vec())
+    };
+    Ok(match scheme {
+        KernelScheme::LosslessBf16 => {
+            TileDecoder::Lossless(LosslessDecoder::from_table(Dtype::BF16, lanes as u32, table()?)?, Dtype::BF16)
+        }
+        KernelScheme::LosslessF16 => {
+            TileDecoder::Lossless(LosslessDecoder::from_table(Dtype::F16, lanes as u32, table()?)?, Dtype::F16)
+        }
+        KernelScheme::LosslessF32 => {
+            TileDecoder::Lossless(LosslessDecoder::from_table(Dtype::F32, lanes as u32, table()?)?, Dtype::F32)
+        }
+        KernelScheme::Int8 | KernelScheme::Int4Symmetric | KernelScheme::Int4Asymmetric => {
+            let block = d[desc::BLOCK] as usize;
+            let kind = match scheme {
+                KernelScheme::Int8 => QuantKind::Int8,
+                KernelScheme::Int4Symmetric => QuantKind::Int4Symmetric { block },
+                _ => QuantKind::Int4Asymmetric { block },
+            };
+            TileDecoder::Quant(QuantDecoder::from_table(kind, d[desc::COLS] as u64, lanes as u32, table()?))
+        }
+        KernelScheme::RawBf16 => TileDecoder::Raw(Dtype::BF16),
+        KernelScheme::RawF16 => TileDecoder::Raw(Dtype::F16),
+        KernelScheme::RawF32 => TileDecoder::Raw(Dtype::F32),
+    })
+}
+
+/// Writes `native` values of `dtype` into `dst` as little-endian f32.
+fn widen_into(native: &[u8], dtype: Dtype, dst: &mut [u8]) -> Result<(), String> {
+    let pairs = dst.chunks_exact_mut(4);
+    match dtype {
+        Dtype::BF16 => pairs
+            .zip(native.chunks_exact(2))
+            .for_each(|(o, b)| o.copy_from_slice(&(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16).to_le_bytes())),
+        Dtype::F16 => pairs.zip(native.chunks_exact(2)).for_each(|(o, b)| {
+            o.copy_from_slice(&half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32().to_le_bytes())
+        }),
+        Dtype::F32 => dst.copy_from_slice(native.get(..dst.len()).ok_or("native values shorter than the output")?),
+        other => return Err(format!("{other} is not a float dtype")),
+    }
+    Ok(())
 }
 
 /// Decodes every tile of a batch into `out` (4 bytes per element for [`OutputKind::F32`],
 /// 2 for [`OutputKind::Native16`]). The buffers are those of [`crate::batch::DecodeBatch`].
+///
+/// Tiles decode in parallel, each straight into its own slice of `out`: the tile payloads are
+/// read in place (no per-tile copy) and a decoder is built once per tensor, so on the CPU path
+/// the cost is the entropy decoder's own.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_batch_host(
     data: &[u32],
@@ -27,91 +101,86 @@ pub fn decode_batch_host(
     out: &mut [u8],
 ) -> Result<(), String> {
     let scales = bytes_of(scales);
-    // Tiles decode in parallel; each yields (first output element, native bytes, their dtype).
-    let decoded: Vec<(usize, Vec<u8>, Dtype)> = tiles
-        .par_chunks_exact(DESC_WORDS)
-        .enumerate()
-        .map_init(Vec::new, |scratch, (t, d)| decode_tile(data, tiles, tables, &scales, scheme, lanes, t, d, scratch))
-        .collect::<Result<_, String>>()?;
-    for (out_off, native, native_dtype) in decoded {
-        let count = native.len() / native_dtype.size();
-        match output {
-            OutputKind::Native16 => {
-                let dst = out.get_mut(2 * out_off..2 * (out_off + count)).ok_or("output too small")?;
-                dst.copy_from_slice(&native);
+    let data_bytes = bytes_of(data);
+    let descs: Vec<&[u32]> = tiles.chunks_exact(DESC_WORDS).collect();
+    let mut decoders: HashMap<DecoderKey, TileDecoder> = HashMap::new();
+    for d in &descs {
+        if let Entry::Vacant(slot) = decoders.entry(decoder_key(d)) {
+            slot.insert(build_decoder(tables, scheme, lanes, d)?);
+        }
+    }
+    // Each tile's slice of the output: tiles are in output order and never overlap.
+    let width = match output {
+        OutputKind::F32 => 4,
+        OutputKind::Native16 => 2,
+    };
+    let mut slices = Vec::with_capacity(descs.len());
+    let (mut rest, mut at) = (out, 0usize);
+    for d in &descs {
+        let (off, count) = (d[desc::OUT] as usize, d[desc::COUNT] as usize);
+        let skip = off.checked_sub(at).ok_or("tiles out of output order")? * width;
+        let len = count * width;
+        if rest.len() < skip + len {
+            return Err("output too small".into());
+        }
+        let (dst, tail) = std::mem::take(&mut rest)[skip..].split_at_mut(len);
+        slices.push(dst);
+        rest = tail;
+        at = off + count;
+    }
+    slices.into_par_iter().enumerate().try_for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(scratch, native), (t, dst)| {
+            let d = descs[t];
+            let decoder = &decoders[&decoder_key(d)];
+            let begin = d[desc::PAYLOAD] as usize;
+            let end = tiles.get((t + 1) * DESC_WORDS + desc::PAYLOAD).map_or(data.len(), |&next| next as usize);
+            let payload = data_bytes.get(4 * begin..4 * end).ok_or("tile payload outside the data")?;
+            decode_tile_into(decoder, payload, d, &scales, output, dst, scratch, native)
+        },
+    )
+}
+
+/// Decodes one tile into `dst`, its slice of the output.
+#[allow(clippy::too_many_arguments)]
+fn decode_tile_into(
+    decoder: &TileDecoder,
+    payload: &[u8],
+    d: &[u32],
+    scales: &[u8],
+    output: OutputKind,
+    dst: &mut [u8],
+    scratch: &mut Vec<u8>,
+    native: &mut Vec<u8>,
+) -> Result<(), String> {
+    let count = d[desc::COUNT] as usize;
+    match decoder {
+        TileDecoder::Quant(q) => {
+            let s = scales.get(4 * d[desc::SCALES] as usize..).ok_or("scales outside the buffer")?;
+            // Quantised tiles decode to f32: straight into the output.
+            if output != OutputKind::F32 {
+                return Err("quantised tiles only decode to f32".into());
             }
-            OutputKind::F32 => {
-                let dst = out.get_mut(4 * out_off..4 * (out_off + count)).ok_or("output too small")?;
-                for (i, o) in dst.chunks_exact_mut(4).enumerate() {
-                    let v = native_dtype.read_f32(&native, i).ok_or("not a float")?;
-                    o.copy_from_slice(&v.to_le_bytes());
-                }
+            q.decode_tile(payload, d[desc::START] as usize, s, dst, scratch)
+        }
+        TileDecoder::Lossless(l, dtype) => {
+            let dtype = *dtype;
+            if output == OutputKind::Native16 || dtype == Dtype::F32 {
+                return l.decode_tile(payload, dst, scratch);
+            }
+            native.clear();
+            native.resize(count * dtype.size(), 0);
+            l.decode_tile(payload, native, scratch)?;
+            widen_into(native, dtype, dst)
+        }
+        TileDecoder::Raw(dtype) => {
+            let raw = payload.get(..count * dtype.size()).ok_or("raw tile shorter than its count")?;
+            if output == OutputKind::Native16 || *dtype == Dtype::F32 {
+                dst.copy_from_slice(raw.get(..dst.len()).ok_or("raw tile shorter than its count")?);
+                Ok(())
+            } else {
+                widen_into(raw, *dtype, dst)
             }
         }
     }
-    Ok(())
-}
-
-/// Decodes tile `t` (descriptor `d`) to its native values.
-#[allow(clippy::too_many_arguments)]
-fn decode_tile(
-    data: &[u32],
-    tiles: &[u32],
-    tables: &[u32],
-    scales: &[u8],
-    scheme: KernelScheme,
-    lanes: usize,
-    t: usize,
-    d: &[u32],
-    scratch: &mut Vec<u8>,
-) -> Result<(usize, Vec<u8>, Dtype), String> {
-    let (payload, count, out_off) = (d[desc::PAYLOAD] as usize, d[desc::COUNT] as usize, d[desc::OUT] as usize);
-    let tile_words = tiles.get((t + 1) * DESC_WORDS + desc::PAYLOAD).map_or(data.len(), |&next| next as usize);
-    let payload = bytes_of(data.get(payload..tile_words).ok_or("tile payload outside the data")?);
-    let table = || {
-        let (off, bits) = (d[desc::TABLE] as usize, d[desc::PROB_BITS]);
-        let entries = tables.get(off..off + (1usize << bits.min(12))).ok_or("table outside the tables")?;
-        DecodeTable::from_entries(bits, entries.to_vec())
-    };
-    // Native decoded values: the dtype's bytes (lossless, raw) or f32 (quantised).
-    let (native, native_dtype) = match scheme {
-        KernelScheme::LosslessBf16 | KernelScheme::LosslessF16 | KernelScheme::LosslessF32 => {
-            let dtype = match scheme {
-                KernelScheme::LosslessBf16 => Dtype::BF16,
-                KernelScheme::LosslessF16 => Dtype::F16,
-                _ => Dtype::F32,
-            };
-            let mut v = vec![0u8; count * dtype.size()];
-            LosslessDecoder::from_table(dtype, lanes as u32, table()?)?.decode_tile(&payload, &mut v, scratch)?;
-            (v, dtype)
-        }
-        KernelScheme::Int8 | KernelScheme::Int4Symmetric | KernelScheme::Int4Asymmetric => {
-            let block = d[desc::BLOCK] as usize;
-            let kind = match scheme {
-                KernelScheme::Int8 => QuantKind::Int8,
-                KernelScheme::Int4Symmetric => QuantKind::Int4Symmetric { block },
-                _ => QuantKind::Int4Asymmetric { block },
-            };
-            let mut v = vec![0u8; count * 4];
-            let s = scales.get(4 * d[desc::SCALES] as usize..).ok_or("scales outside the buffer")?;
-            QuantDecoder::from_table(kind, d[desc::COLS] as u64, lanes as u32, table()?).decode_tile(
-                &payload,
-                d[desc::START] as usize,
-                s,
-                &mut v,
-                scratch,
-            )?;
-            (v, Dtype::F32)
-        }
-        KernelScheme::RawBf16 | KernelScheme::RawF16 | KernelScheme::RawF32 => {
-            let dtype = match scheme {
-                KernelScheme::RawBf16 => Dtype::BF16,
-                KernelScheme::RawF16 => Dtype::F16,
-                _ => Dtype::F32,
-            };
-            let v = payload.get(..count * dtype.size()).ok_or("raw tile shorter than its count")?.to_vec();
-            (v, dtype)
-        }
-    };
-    Ok((out_off, native, native_dtype))
 }

@@ -165,6 +165,10 @@ mod flex {
 /// Runs one batch on `device` and returns the flat output (F32, or BF16/F16 with `native16`
 /// where the batch allows it, see [`DecodeBatch::supports_native16`]).
 pub fn decode_batch(batch: &DecodeBatch, device: &Device, native16: bool) -> Tensor<1> {
+    if is_host(device) {
+        let data = decode_batch_to_data(batch, native16).expect("the batch was validated when it was built");
+        return Tensor::from_data(data, device);
+    }
     UploadedBatch::new(batch, device, native16).decode()
 }
 
@@ -173,31 +177,89 @@ pub fn copy_words(t: Tensor<1, Int>) -> Tensor<1, Int> {
     Tensor::from_dispatch(<Dispatch as DecodeOps>::ember_copy_words(t.into_dispatch()))
 }
 
-/// Uploads a batch's buffers once, for repeated launches (benchmarks, resident weights).
-pub struct UploadedBatch {
+/// Decodes `batch` on the host into an F32 (or, with `native16` where the batch allows it,
+/// BF16/F16) tensor payload of `output_elements` values: the CPU path, with no tensor round trip.
+pub fn decode_batch_to_data(batch: &DecodeBatch, native16: bool) -> Result<TensorData, String> {
+    let (output, dtype) = output_of(batch, native16);
+    let elements = batch.output_elements.max(2);
+    let mut out = vec![0u8; elements * dtype.size()];
+    crate::cpu::decode_batch_host(
+        &batch.data,
+        &batch.tiles,
+        &batch.tables,
+        &batch.scales,
+        batch.scheme,
+        output,
+        batch.lanes,
+        &mut out,
+    )?;
+    Ok(TensorData::from_bytes_vec(out, [elements], dtype))
+}
+
+fn output_of(batch: &DecodeBatch, native16: bool) -> (OutputKind, DType) {
+    let output = if native16 && batch.supports_native16() { OutputKind::Native16 } else { OutputKind::F32 };
+    let dtype = match (output, batch.scheme) {
+        (OutputKind::F32, _) => DType::F32,
+        (_, KernelScheme::LosslessBf16 | KernelScheme::RawBf16) => DType::BF16,
+        _ => DType::F16,
+    };
+    (output, dtype)
+}
+
+/// Whether `device` is Burn's CPU backend, where "uploading" would only copy host memory.
+fn is_host(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Where a batch's buffers live.
+enum Buffers {
+    /// On a GPU, as `u32` tensors the kernel binds.
+    Device(Box<DeviceBuffers>),
+    /// On the CPU path: the host words themselves, decoded in place by the reference decoder
+    /// (copying them into tensors and back out would cost more than the decode).
+    Host { batch: std::sync::Arc<DecodeBatch>, device: Device },
+}
+
+/// A batch's buffers on a GPU.
+struct DeviceBuffers {
     data: Tensor<1, Int>,
     tiles: Tensor<1, Int>,
     tables: Tensor<1, Int>,
     scales: Tensor<1, Int>,
+}
+
+/// Uploads a batch's buffers once, for repeated launches (benchmarks, resident weights).
+pub struct UploadedBatch {
+    buffers: Buffers,
     spec: LaunchSpec,
 }
 
 impl UploadedBatch {
     /// Uploads `batch` to `device`; `native16` as in [`decode_batch`].
     pub fn new(batch: &DecodeBatch, device: &Device, native16: bool) -> Self {
-        let output = if native16 && batch.supports_native16() { OutputKind::Native16 } else { OutputKind::F32 };
-        let dtype = match (output, batch.scheme) {
-            (OutputKind::F32, _) => DType::F32,
-            (_, KernelScheme::LosslessBf16 | KernelScheme::RawBf16) => DType::BF16,
-            _ => DType::F16,
-        };
+        let (output, dtype) = output_of(batch, native16);
         let upload =
             |w: &[u32]| Tensor::<1, Int>::from_data(TensorData::new(w.to_vec(), [w.len()]), (device, DType::U32));
+        let buffers = if is_host(device) {
+            Buffers::Host { batch: std::sync::Arc::new(batch.clone()), device: device.clone() }
+        } else {
+            Buffers::Device(Box::new(DeviceBuffers {
+                data: upload(&batch.data),
+                tiles: upload(&batch.tiles),
+                tables: upload(&batch.tables),
+                scales: upload(&batch.scales),
+            }))
+        };
         Self {
-            data: upload(&batch.data),
-            tiles: upload(&batch.tiles),
-            tables: upload(&batch.tables),
-            scales: upload(&batch.scales),
+            buffers,
             spec: LaunchSpec {
                 scheme: batch.scheme,
                 output,
@@ -211,13 +273,20 @@ impl UploadedBatch {
 
     /// Decodes the batch into a new flat tensor.
     pub fn decode(&self) -> Tensor<1> {
-        Tensor::from_dispatch(<Dispatch as DecodeOps>::ember_decode(
-            self.data.clone().into_dispatch(),
-            self.tiles.clone().into_dispatch(),
-            self.tables.clone().into_dispatch(),
-            self.scales.clone().into_dispatch(),
-            self.spec.clone(),
-        ))
+        match &self.buffers {
+            Buffers::Device(b) => Tensor::from_dispatch(<Dispatch as DecodeOps>::ember_decode(
+                b.data.clone().into_dispatch(),
+                b.tiles.clone().into_dispatch(),
+                b.tables.clone().into_dispatch(),
+                b.scales.clone().into_dispatch(),
+                self.spec.clone(),
+            )),
+            Buffers::Host { batch, device } => {
+                let data = decode_batch_to_data(batch, self.spec.output == OutputKind::Native16)
+                    .expect("the batch was validated when it was built");
+                Tensor::from_data(data, device)
+            }
+        }
     }
 
     /// Bytes the decoded output occupies.
@@ -227,9 +296,16 @@ impl UploadedBatch {
 
     /// Bytes uploaded (compressed tiles, descriptors, tables, scales).
     pub fn uploaded_bytes(&self) -> usize {
-        4 * (self.data.shape().num_elements()
-            + self.tiles.shape().num_elements()
-            + self.tables.shape().num_elements()
-            + self.scales.shape().num_elements())
+        match &self.buffers {
+            Buffers::Device(b) => {
+                4 * (b.data.shape().num_elements()
+                    + b.tiles.shape().num_elements()
+                    + b.tables.shape().num_elements()
+                    + b.scales.shape().num_elements())
+            }
+            Buffers::Host { batch, .. } => {
+                4 * (batch.data.len() + batch.tiles.len() + batch.tables.len() + batch.scales.len())
+            }
+        }
     }
 }

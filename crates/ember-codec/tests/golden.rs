@@ -4,7 +4,10 @@
 
 use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1.ember");
+/// Relative to the package root, where `cargo test` runs test binaries. Not
+/// `env!("CARGO_MANIFEST_DIR")`: that is fixed at compile time, and a target directory shared by
+/// two checkouts (CI reuses one) would keep pointing at the first.
+const GOLDEN: &str = "tests/golden/v1.ember";
 
 /// Name, dtype, shape, data, scheme and options of one pinned tensor.
 type Fixed = (&'static str, Dtype, Vec<u64>, Vec<u8>, SchemeKind, EncodeOptions);

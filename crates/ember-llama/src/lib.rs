@@ -23,6 +23,7 @@ pub mod generate;
 pub mod load;
 pub mod model;
 pub mod offload;
+pub mod synthetic;
 
 pub use config::{ConfigError, Llama3RopeScaling, LlamaConfig};
 pub use generate::{generate, generate_with, GenerateError, GenerateOptions, Generation, Sampler, StopReason};

@@ -38,7 +38,13 @@ pub enum OffloadError {
     },
     /// Attaching failed (names, shapes, budget...).
     #[error(transparent)]
-    Attach(#[from] ember::EmberError),
+    Attach(Box<ember::EmberError>),
+}
+
+impl From<ember::EmberError> for OffloadError {
+    fn from(e: ember::EmberError) -> Self {
+        Self::Attach(Box::new(e))
+    }
 }
 
 /// Parameter path → container tensor: Hugging Face names, Linear weights stored `[out, in]`.

@@ -18,7 +18,7 @@ const PROMPT: [u32; 12] = [504, 3575, 282, 4649, 314, 7042, 30, 378, 3575, 282, 
 
 fn run(model: &Llama, store: &Store, prompt: &[u32], n: usize) -> Generation {
     let opts = GenerateOptions { max_tokens: n, sampler: Sampler::greedy(), stop_ids: vec![] };
-    generate_with(model, prompt, &opts, |_| {}, |f| store.forward(|| f())).expect("generation")
+    generate_with(model, prompt, &opts, |_| {}, |f| store.forward(f)).expect("generation")
 }
 
 const POLICIES: [&str; 4] = ["none", "per-forward", "full", "adaptive"];
@@ -99,7 +99,7 @@ fn tiny_container(dir: &std::path::Path, scheme: SchemeKind) -> std::path::PathB
             if shape.len() == 2 { (shape[0] as usize, shape[1] as usize) } else { (1, shape[0] as usize) };
         let mut values = llama_like_f32(rows, cols, 100 + k as u64);
         if name.contains("norm") {
-            values.iter_mut().for_each(|v| *v = 1.0 + *v);
+            values.iter_mut().for_each(|v| *v += 1.0);
         } else {
             // Larger than a trained model's weights, so a random model's logits are not all ties.
             values.iter_mut().for_each(|v| *v *= 8.0);

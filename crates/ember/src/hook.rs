@@ -45,7 +45,7 @@ pub(crate) enum Plan {
     /// Hook weight `i` of the attachment.
     Compressed(usize),
     /// Replace the base with this dense value (decoded once at attach).
-    Dense(Weight, Tensor<1>),
+    Dense(Box<(Weight, Tensor<1>)>),
 }
 
 pub(crate) struct Attacher {
@@ -71,7 +71,10 @@ impl Reparameterizer for Attacher {
                 let slot = Slot { att: Arc::clone(&self.att), index };
                 (Param::initialized(param.id, placeholder), Some(CompressedWeight { slot }))
             }
-            Some(Plan::Dense(weight, flat)) => (Param::initialized(param.id, weight.as_param(flat)), None),
+            Some(Plan::Dense(dense)) => {
+                let (weight, flat) = *dense;
+                (Param::initialized(param.id, weight.as_param(flat)), None)
+            }
             None => (param, None),
         }
     }

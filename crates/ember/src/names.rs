@@ -32,7 +32,10 @@ impl Target {
 /// Maps a module parameter path to its container tensor, or `None` for parameters the container
 /// does not hold.
 #[derive(Clone)]
-pub struct NameMap(Arc<dyn Fn(&str) -> Option<Target> + Send + Sync>);
+pub struct NameMap(Arc<MapFn>);
+
+/// The function behind a [`NameMap`].
+type MapFn = dyn Fn(&str) -> Option<Target> + Send + Sync;
 
 impl NameMap {
     /// A map from a function.

@@ -175,7 +175,7 @@ impl Store {
                 let flat = w.decode_flat();
                 dense.0 += 1;
                 dense.1 += w.decoded_bytes;
-                plans.insert(m.param.clone(), Plan::Dense(w, flat));
+                plans.insert(m.param.clone(), Plan::Dense(Box::new((w, flat))));
             }
         }
         let att = Arc::new(Attachment::new(
@@ -232,7 +232,7 @@ impl Store {
     /// Syncs the device of the attached weights and samples its allocator (`None` where the
     /// backend does not report memory, e.g. the CPU path).
     pub fn sample_memory(&self) -> Option<DeviceMemory> {
-        self.attachments().iter().filter_map(|a| a.sample_memory()).last()
+        self.attachments().iter().filter_map(|a| a.sample_memory()).next_back()
     }
 
     /// Drops a decode running ahead (prefetch), e.g. before measuring idle memory.

@@ -12,7 +12,7 @@ pub(crate) enum Source {
     /// Tile words in host RAM, uploaded by every decode.
     Host(DecodeBatch),
     /// Uploaded once.
-    Device(UploadedBatch),
+    Device(Box<UploadedBatch>),
 }
 
 pub(crate) struct Weight {
@@ -48,7 +48,7 @@ impl Weight {
         let elements = entry.elements() as usize;
         let source = match residency {
             Residency::Host => Source::Host(batch),
-            Residency::Device => Source::Device(UploadedBatch::new(&batch, device, false)),
+            Residency::Device => Source::Device(Box::new(UploadedBatch::new(&batch, device, false))),
         };
         Self {
             param,
@@ -74,7 +74,7 @@ impl Weight {
             flat
         } else {
             // The kernel pads outputs to an even element count.
-            flat.slice([0..self.elements])
+            flat.slice(0..self.elements)
         }
     }
 

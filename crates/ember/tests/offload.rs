@@ -101,7 +101,10 @@ fn vulkan() -> (Device, std::sync::MutexGuard<'static, ()>) {
     (device, guard)
 }
 
-fn policies(largest_decoded: u64) -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn CachePolicy>>)> {
+/// Makes a fresh policy for each model.
+type PolicyMaker = Box<dyn Fn() -> Box<dyn CachePolicy>>;
+
+fn policies(largest_decoded: u64) -> Vec<(&'static str, PolicyMaker)> {
     vec![
         ("none", Box::new(|| Box::new(NoCache))),
         ("per-forward", Box::new(|| Box::new(PerForward))),
@@ -212,6 +215,11 @@ fn in_use(device: &Device) -> u64 {
     device.memory_pool_usage().expect("Vulkan reports its pools").bytes_in_use
 }
 
+/// Passes run by the leak check, and the growth of bytes in use it tolerates over them.
+const PASSES: u64 = 2000;
+const LEAK_BOUND: u64 = 4096;
+const _: () = assert!(LEAK_BOUND < 4 * (OUT * HID) as u64, "the bound must stay below the smallest matrix");
+
 #[test]
 fn decoded_weights_do_not_outlive_their_pass_and_nothing_leaks() {
     let (device, _gpu) = vulkan();
@@ -227,18 +235,20 @@ fn decoded_weights_do_not_outlive_their_pass_and_nothing_leaks() {
             drop(store.forward(|| model.forward(x.clone())).into_data()); // warm-up: kernels, pools
         }
         let before = in_use(&device);
-        for _ in 0..1000 {
+        for _ in 0..PASSES {
             let y = store.forward(|| model.forward(x.clone()));
             drop(y);
         }
         let after = in_use(&device);
-        // The allocator's own bookkeeping may move by a few bytes; a surviving decoded weight
-        // (the smallest is 192 bytes) or a per-pass leak (1000 passes) would not fit in this.
-        let smallest = 4 * OUT as u64;
-        assert!(
-            after < before + smallest,
-            "{label}: device bytes in use grew from {before} to {after} over 1000 passes"
-        );
+        // The pool's count of bytes in use moves once by a few hundred bytes after warm-up, the
+        // same amount whether 1000 or 2000 passes follow (160 and 320 bytes were seen on
+        // lavapipe), so the bound is set by what a fault would cost instead: leaking even one
+        // 4-byte allocation per pass adds 8000 bytes over `PASSES` passes, and a surviving decoded
+        // matrix (the smallest is 30 KiB) is far above it. Surviving biases are caught by the
+        // cache count below.
+        let grew = after.saturating_sub(before);
+        eprintln!("{label}: bytes in use {before} -> {after} over {PASSES} passes");
+        assert!(grew < LEAK_BOUND, "{label}: device bytes in use grew from {before} to {after} over {PASSES} passes");
         assert_eq!(store.stats().cached_bytes, 0, "{label}: a decoded weight survived its pass");
     }
     // `full` keeps everything; `adaptive` stays within its budget.
