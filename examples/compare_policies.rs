@@ -75,6 +75,9 @@ struct Args {
     /// Tokens per perplexity chunk.
     #[arg(long, default_value_t = 256)]
     chunk: usize,
+    /// Re-render the Markdown, chart and goals of an earlier run's JSON (no measuring).
+    #[arg(long, value_name = "JSON")]
+    render: Option<PathBuf>,
     /// Measure one configuration in this process and print its row as JSON (used by the parent).
     #[arg(long, hide = true)]
     single: Option<String>,
@@ -94,7 +97,32 @@ fn main() -> Result<()> {
         println!("{ROW_PREFIX}{}", serde_json::to_string(&row)?);
         return Ok(());
     }
+    if let Some(json) = &args.render {
+        return render(json);
+    }
     run_all(&args)
+}
+
+/// Rewrites `json`'s goals, and the `.md` and `.svg` beside it, from its rows.
+fn render(json: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let mut report: Report = serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    report.goals = report::goals(&report.rows, !report.device.starts_with("cpu"));
+    write_outputs(&report, &|ext: &str| json.with_extension(ext))
+}
+
+/// Writes the JSON, Markdown and SVG of `report` and prints the table.
+fn write_outputs(report: &Report, out_file: &dyn Fn(&str) -> PathBuf) -> Result<()> {
+    let json = out_file("json");
+    crate::common::write_atomic(&json, (serde_json::to_string_pretty(report)? + "\n").as_bytes())?;
+    let md = out_file("md");
+    let table = report::markdown(report);
+    crate::common::write_atomic(&md, table.as_bytes())?;
+    let chart = out_file("svg");
+    report::svg(report, &chart)?;
+    println!("{table}");
+    println!("wrote {}, {}, {}", json.display(), md.display(), chart.display());
+    Ok(())
 }
 
 /// Runs one configuration in a child process and reads its row back; a failure becomes a row
@@ -164,16 +192,19 @@ fn run_all(args: &Args) -> Result<()> {
         bar.set_message(setup.name());
         let row = run_child(args, &source, child_device, setup, budget);
         if let Some(e) = &row.error {
-            bars.println(format!("{}: failed: {e}", row.name))?;
+            say(&bars, format!("{}: failed: {e}", row.name))?;
         } else {
-            bars.println(format!(
-                "{:<32} decode {:>7.2} tok/s · prefill {:>7.1} tok/s · peak {:>6.0} MiB · decode share {:>3.0}%",
-                row.name,
-                row.decode_tok_s,
-                row.prefill_tok_s,
-                row.device_peak_bytes as f64 / 1048576.0,
-                100.0 * row.decode_share
-            ))?;
+            say(
+                &bars,
+                format!(
+                    "{:<32} decode {:>7.2} tok/s · prefill {:>7.1} tok/s · peak {:>6.0} MiB · decode share {:>3.0}%",
+                    row.name,
+                    row.decode_tok_s,
+                    row.prefill_tok_s,
+                    row.device_peak_bytes as f64 / 1048576.0,
+                    100.0 * row.decode_share
+                ),
+            )?;
         }
         rows.push(row);
         bar.inc(1);
@@ -226,20 +257,22 @@ fn run_all(args: &Args) -> Result<()> {
         },
         rows,
     };
-    let json = out_file("json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    let md = out_file("md");
-    let table = report::markdown(&report);
-    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
-    let chart = out_file("svg");
-    report::svg(&report, &chart)?;
-    println!("{table}");
-    println!("wrote {}, {}, {}", json.display(), md.display(), chart.display());
+    write_outputs(&report, &out_file)?;
     if !lossless_equals_dense {
         bail!("lossless logits differ from dense (see the quality table)");
     }
     Ok(())
+}
+
+/// A line above the progress bars, or on stdout when they are hidden (not a terminal: a log file
+/// or CI), so a long run always shows each finished configuration.
+fn say(bars: &MultiProgress, line: String) -> std::io::Result<()> {
+    if bars.is_hidden() {
+        println!("{line}");
+        Ok(())
+    } else {
+        bars.println(line)
+    }
 }
 
 /// `EMBER_COMMIT`, else `git rev-parse HEAD`, else `unknown`.

@@ -8,7 +8,7 @@ use ember::policy::Full;
 use ember::{Config, Store};
 use ember_llama::{offload, KvCache, Llama};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::common::ModelSource;
 
@@ -16,7 +16,7 @@ use crate::common::ModelSource;
 pub const TEXT: &str = include_str!("../../benches/data/public-domain.txt");
 
 /// One scheme's perplexity.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Quality {
     pub scheme: String,
     pub perplexity: f64,

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use anyhow::Result;
 use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::measure::Row;
 use crate::quality::Quality;
 
 /// The whole run.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Report {
     pub machine: Machine,
     pub device: String,
@@ -29,7 +29,7 @@ pub struct Report {
 }
 
 /// One goal of the benchmark, against what this run measured.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Goal {
     pub goal: String,
     pub target: String,
@@ -82,23 +82,37 @@ pub fn goals(rows: &[Row], on_gpu: bool) -> Vec<Goal> {
         },
         None => missing("per-forward + lossless: decode speed vs dense", "≥ 0.80× dense"),
     });
-    // 2. host-resident compressed weights with prefetch vs plain offload.
+    // 2. host-resident compressed weights with prefetch vs plain offload. Only policies that
+    //    keep weights compressed count (`full` decodes everything once and keeps it).
+    let offloads = |r: &Row, scheme: &str| r.scheme == scheme && r.residency == "host" && r.policy != "full";
     for (scheme, target) in [("lossless", 1.4), ("int8", 2.5)] {
-        let g = best(&|r| r.scheme == scheme && r.residency == "host" && r.prefetch, &|r| r.decode_vs_plain);
+        let goal = format!("host-resident {scheme} with prefetch vs plain offload (none, per-forward or adaptive)");
+        let g = best(&|r| offloads(r, scheme) && r.prefetch, &|r| r.decode_vs_plain);
+        let without = best(&|r| offloads(r, scheme) && !r.prefetch, &|r| r.decode_vs_plain);
+        let without =
+            without.map_or_else(String::new, |(x, r)| format!("; best without prefetch {x:.2}× (`{}`)", r.name));
         goals.push(match g {
             Some((x, r)) => Goal {
-                goal: format!("host-resident {scheme} with prefetch vs plain offload"),
+                goal,
                 target: format!("≥ {target}× plain offload"),
                 config: r.name.clone(),
-                measured: format!("{x:.2}× plain offload"),
+                measured: format!("{x:.2}× plain offload{without}"),
                 met: Some(x >= target),
                 why: if x >= target {
                     "met".into()
-                } else {
+                } else if on_gpu {
                     format!("{:.0}% short: {}", 100.0 * (target - x) / target, why_decode_bound(r))
+                } else {
+                    format!(
+                        "{:.0}% short: {}. On the CPU path there is no bus for compression to save: plain \
+                         offload only widens BF16 to f32 at memory speed, and prefetch competes with the \
+                         decoder for the same cores",
+                        100.0 * (target - x) / target,
+                        why_decode_bound(r)
+                    )
                 },
             },
-            None => missing(&format!("host-resident {scheme} with prefetch vs plain offload"), &format!("≥ {target}×")),
+            None => missing(&goal, &format!("≥ {target}×")),
         });
     }
     // 3. `none`: peak ≤ non-weight memory + resident compressed + the two largest decoded weights.
@@ -149,7 +163,7 @@ fn missing(goal: &str, target: &str) -> Goal {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct QualitySection {
     pub text: String,
     pub text_tokens: usize,
@@ -159,7 +173,7 @@ pub struct QualitySection {
 }
 
 /// Where it ran.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
     pub cores: usize,
@@ -286,10 +300,17 @@ pub fn markdown(report: &Report) -> String {
 
 /// Decode tokens/s against peak device memory, one labelled point per configuration.
 pub fn svg(report: &Report, path: &Path) -> Result<()> {
+    let mut text = String::new();
+    draw(report, &mut text)?;
+    crate::common::write_atomic(path, text.as_bytes())
+}
+
+fn draw(report: &Report, out: &mut String) -> Result<()> {
     let points: Vec<(f64, f64)> = ok(&report.rows).map(|r| (mib(r.device_peak_bytes), r.decode_tok_s)).collect();
-    let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
-    let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.3;
-    let root = SVGBackend::new(path, (1100, 720)).into_drawing_area();
+    // Scaled to the points (a 1B model on a CPU makes 0.1–0.2 tokens/s), headroom for the legend.
+    let x_max = points.iter().map(|p| p.0).fold(f64::MIN_POSITIVE, f64::max) * 1.1;
+    let y_max = points.iter().map(|p| p.1).fold(f64::MIN_POSITIVE, f64::max) * 1.3;
+    let root = SVGBackend::with_string(out, (1100, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let x_label = if report.rows.iter().any(|r| r.memory_source == "allocator") {
         "peak device memory, MiB (allocator bytes in use)"
@@ -346,6 +367,6 @@ pub fn svg(report: &Report, path: &Path) -> Result<()> {
         root.draw(&Text::new(*line, (90, 60 + 16 * i as i32), ("sans-serif", 13).into_font()))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
-    root.present().map_err(|e| anyhow::anyhow!("writing {}: {e:?}", path.display()))?;
+    root.present().map_err(|e| anyhow::anyhow!("drawing the chart: {e:?}"))?;
     Ok(())
 }

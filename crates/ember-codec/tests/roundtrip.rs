@@ -166,3 +166,15 @@ fn lossless_bf16_is_close_to_the_entropy_bound_on_large_tensors() {
     assert!(size <= bound * 1.005, "size {size} vs exponent bound {bound}: {:+.3}%", 100.0 * (size / bound - 1.0));
     assert!(size >= bound, "below the order-0 bound: the accounting is wrong");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_finished_container_is_an_ordinary_readable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.ember");
+    let w = ContainerWriter::create(&path).unwrap();
+    w.finish().unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644, "not the temporary file's private mode");
+}

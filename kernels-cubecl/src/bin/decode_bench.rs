@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use ember_codec::{encode_tensor, synthetic, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
 use ember_kernels::batch::DecodeBatch;
-use ember_kernels::op::{copy_words, UploadedBatch};
+use ember_kernels::op::{copy_words, decode_batch_to_data, UploadedBatch};
 use serde_json::{json, Value};
 
 struct Opts {
@@ -61,9 +61,36 @@ fn best_of(device: &Device, reps: usize, mut f: impl FnMut()) -> Result<f64> {
 
 fn copy_gbps(device: &Device, bytes: usize, reps: usize) -> Result<f64> {
     let words = bytes / 4;
-    let src = Tensor::<1, Int>::from_data(TensorData::new(vec![7u32; words], [words]), (device, DType::U32));
+    let pattern: Vec<u32> = (0..words as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+    let src = Tensor::<1, Int>::from_data(TensorData::new(pattern.clone(), [words]), (device, DType::U32));
     let secs = best_of(device, reps, || drop(copy_words(src.clone())))?;
+    // A launch the device refused (a buffer over its limits, say) costs nothing and would read
+    // as an impossible bandwidth: check what it wrote.
+    let copied = copy_words(src)
+        .try_into_data()
+        .map_err(|e| anyhow::anyhow!("copying {bytes} bytes on the device: {e:?} (over its largest buffer?)"))?;
+    let copied = copied.as_slice::<u32>().map_err(|e| anyhow::anyhow!("reading the copy back: {e:?}"))?;
+    if copied != pattern.as_slice() {
+        bail!("the device's copy of {bytes} bytes differs from its source: its figures would be meaningless");
+    }
     Ok(bytes as f64 / secs / 1e9)
+}
+
+/// The decoded output, bit for bit against the CPU reference decoder: a timing is only reported
+/// for a decode that was right.
+fn verify(up: &UploadedBatch, batch: &DecodeBatch, native16: bool, case: &str) -> Result<()> {
+    let want = decode_batch_to_data(batch, native16).map_err(|e| anyhow::anyhow!("{case}: CPU reference: {e}"))?;
+    let got = up
+        .decode()
+        .try_into_data()
+        .map_err(|e| anyhow::anyhow!("{case}: decoding on the device: {e:?} (over its largest buffer?)"))?;
+    if got.as_bytes() != want.as_bytes() {
+        bail!(
+            "{case} ({}): decoded output differs from the CPU reference decoder",
+            if native16 { "bf16" } else { "f32" }
+        );
+    }
+    Ok(())
 }
 
 fn run_device(label: &str, device: &Device, name: &str, o: &Opts, files: &[(String, Container)]) -> Result<Value> {
@@ -78,6 +105,7 @@ fn run_device(label: &str, device: &Device, name: &str, o: &Opts, files: &[(Stri
                 continue;
             }
             let up = UploadedBatch::new(&batch, device, native16);
+            verify(&up, &batch, native16, case)?;
             let secs = best_of(device, o.reps, || drop(up.decode()))?;
             let out_bytes = up.output_bytes();
             let gbps = out_bytes as f64 / secs / 1e9;

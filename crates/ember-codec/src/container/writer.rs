@@ -126,6 +126,13 @@ impl ContainerWriter {
         file.write_all(&preamble.to_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);
+        // The temporary file is created private (0600); the finished container is an ordinary
+        // file, readable like any other the user writes.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            self.tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        }
         self.tmp.persist(&self.path).map_err(|e| CodecError::io(&self.path, e.error))?;
         if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             // Make the rename itself durable; not all platforms allow syncing a directory.
