@@ -148,4 +148,10 @@ fn the_chart_is_written_atomically_as_svg() {
     assert!(svg.contains("decode tokens/s"), "axis label missing");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 1, "temp files left: {leftovers:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "the chart kept the temporary file's private mode");
+    }
 }
