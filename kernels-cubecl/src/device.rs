@@ -18,14 +18,21 @@ pub struct VulkanDevice {
     /// A software rasterizer (lavapipe): correct, but slower than Burn's own CPU backend, so
     /// `auto` device choices skip it.
     pub software: bool,
+    /// The largest buffer the device binds, in bytes (the smaller of its storage-binding and
+    /// buffer limits: what CubeCL allocates at most). Lavapipe's 128 MiB is less than one
+    /// Llama-3-8B MLP matrix decoded to f32, so weights are checked against it up front rather
+    /// than failing inside the allocator.
+    pub max_buffer_bytes: u64,
 }
+
+/// The outcome of the one initialisation, kept for every later caller.
+static DEVICE: OnceLock<Result<VulkanDevice, String>> = OnceLock::new();
 
 /// Initialises the default adapter through Vulkan (once per process).
 ///
 /// The runtime can be initialised only once, so the outcome — device or error message — is kept
 /// and every later call gets the same answer.
 pub fn open_vulkan() -> Result<VulkanDevice, KernelError> {
-    static DEVICE: OnceLock<Result<VulkanDevice, String>> = OnceLock::new();
     DEVICE
         .get_or_init(|| {
             let (device, setup) = Device::wgpu_options()
@@ -33,10 +40,12 @@ pub fn open_vulkan() -> Result<VulkanDevice, KernelError> {
                 .init_with_setup()
                 .map_err(|e| e.to_string())?;
             let info = setup.adapter.get_info();
+            let limits = setup.device.limits();
             Ok(VulkanDevice {
                 device,
                 adapter: format!("{} ({}, {:?})", info.name, info.driver_info, info.backend),
                 software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+                max_buffer_bytes: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
             })
         })
         .clone()
@@ -46,4 +55,13 @@ pub fn open_vulkan() -> Result<VulkanDevice, KernelError> {
 /// The Burn device of [`open_vulkan`].
 pub fn vulkan_device() -> Result<Device, KernelError> {
     open_vulkan().map(|d| d.device)
+}
+
+/// The largest buffer `device` can allocate, where it is the device [`open_vulkan`] opened;
+/// `None` for any other device (the CPU path has no such limit). Never opens a device itself.
+pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
+    match DEVICE.get() {
+        Some(Ok(v)) if v.device == *device => Some(v.max_buffer_bytes),
+        _ => None,
+    }
 }

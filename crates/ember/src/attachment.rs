@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -26,7 +27,53 @@ struct Prefetcher {
     /// `next[i]`: the weight read after weight `i`.
     next: Vec<Option<usize>>,
     started_in_pass: Option<u64>,
-    pending: Option<(usize, JoinHandle<Tensor<1>>)>,
+    /// The weight being decoded ahead, and where its result will arrive.
+    pending: Option<(usize, Receiver<Decoded>)>,
+    /// The one long-lived thread that decodes ahead, started at the first prefetch.
+    worker: Option<Worker>,
+}
+
+/// A decode run ahead: the tensor, or the panic it raised (re-raised nowhere: the caller
+/// decodes again, so the panic surfaces on its own thread).
+type Decoded = std::thread::Result<Tensor<1>>;
+
+/// The prefetch thread. One thread for the attachment's lifetime rather than one per decode:
+/// a thread per weight costs a spawn each time and, worse, allocates every decoded weight from a
+/// fresh thread's allocator arena, so on the CPU path its pages are faulted in anew each time.
+struct Worker {
+    jobs: Option<Sender<(usize, SyncSender<Decoded>)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start(weights: Arc<Vec<Weight>>) -> std::io::Result<Self> {
+        let (jobs, rx) = channel::<(usize, SyncSender<Decoded>)>();
+        let thread = std::thread::Builder::new().name("ember-prefetch".into()).spawn(move || {
+            for (n, reply) in rx {
+                let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| weights[n].decode_flat()));
+                // The receiver is gone when the prefetch went stale: the result is dropped here.
+                let _ = reply.send(decoded);
+            }
+        })?;
+        Ok(Self { jobs: Some(jobs), thread: Some(thread) })
+    }
+
+    /// Queues weight `n`; `None` if the thread is gone (then the caller decodes itself).
+    fn submit(&self, n: usize) -> Option<Receiver<Decoded>> {
+        let (tx, rx) = sync_channel(1);
+        self.jobs.as_ref()?.send((n, tx)).ok()?;
+        Some(rx)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop; joining frees what it still holds.
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Prefetcher {
@@ -149,10 +196,11 @@ impl Attachment {
                 }
             }
         });
-        let (t, from_prefetch) = match prefetched.map(|h| h.join()) {
-            Some(Ok(t)) => (t, true),
-            // A panicked prefetch decodes again here, where the panic belongs to the caller.
-            Some(Err(_)) | None => (w.decode_flat(), false),
+        let (t, from_prefetch) = match prefetched.map(|rx| rx.recv()) {
+            Some(Ok(Ok(t))) => (t, true),
+            // A panicked (or lost) prefetch decodes again here, where the panic belongs to the
+            // caller.
+            Some(Ok(Err(_)) | Err(_)) | None => (w.decode_flat(), false),
         };
         if self.sync_timing {
             // Timing only: an error here resurfaces on the next read of the tensor.
@@ -182,21 +230,24 @@ impl Attachment {
         if matches!(&p.pending, Some((i, _)) if *i == n) {
             return;
         }
-        // A stale prefetch (the order changed) is joined and dropped so its memory is freed.
-        if let Some((_, h)) = p.pending.take() {
-            let _ = h.join();
+        // A stale prefetch (the order changed) is waited for and dropped so its memory is freed.
+        if let Some((_, rx)) = p.pending.take() {
+            let _ = rx.recv();
         }
-        let weights = Arc::clone(&self.weights);
-        let handle = std::thread::spawn(move || weights[n].decode_flat());
-        p.pending = Some((n, handle));
+        if p.worker.is_none() {
+            // Without a thread, prefetch is off: every access decodes for itself.
+            p.worker = Worker::start(Arc::clone(&self.weights)).ok();
+        }
+        let Some(rx) = p.worker.as_ref().and_then(|w| w.submit(n)) else { return };
+        p.pending = Some((n, rx));
         lock(&self.counters)[n].decodes += 1;
     }
 
     /// Joins and drops a pending prefetch (frees its decoded weight).
     pub(crate) fn drop_prefetch(&self) {
         if let Some(p) = &self.prefetch {
-            if let Some((_, h)) = lock(p).pending.take() {
-                let _ = h.join();
+            if let Some((_, rx)) = lock(p).pending.take() {
+                let _ = rx.recv();
             }
         }
     }

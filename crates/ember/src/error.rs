@@ -73,6 +73,22 @@ pub enum EmberError {
         /// Its decoded size.
         bytes: u64,
     },
+    /// A weight larger than the device's largest buffer (lavapipe binds at most 128 MiB, less
+    /// than a Llama-3-8B MLP matrix in f32): checked at attach, not left to the allocator.
+    #[error(
+        "{path}: tensor `{tensor}` needs a {bytes}-byte buffer but the device binds at most {limit} \
+         bytes; run it on a device with larger buffers or on the CPU path"
+    )]
+    TooLargeForDevice {
+        /// The container.
+        path: String,
+        /// The tensor.
+        tensor: String,
+        /// Its decoded f32 size (or its compressed size, if larger).
+        bytes: u64,
+        /// The device's largest buffer.
+        limit: u64,
+    },
     /// A budget string that does not parse.
     #[error("invalid budget `{0}`: expected bytes with an optional unit, e.g. 2GiB, 512MiB, 1.5GB or 800000000")]
     BadBudget(String),

@@ -162,6 +162,22 @@ impl Store {
             }
         }
 
+        // Every weight is decoded into one device buffer: refuse up front what the device cannot
+        // bind, naming the tensor, rather than failing deep inside the allocator at first use.
+        for m in &matched {
+            if let Some(limit) = device_buffer_limit(&m.device) {
+                let bytes = (4 * m.entry.elements()).max(m.entry.stored_bytes());
+                if bytes > limit {
+                    return Err(EmberError::TooLargeForDevice {
+                        path: self.file.path().display().to_string(),
+                        tensor: m.entry.name.clone(),
+                        bytes,
+                        limit,
+                    });
+                }
+            }
+        }
+
         let mut weights = Vec::new();
         let mut plans = HashMap::new();
         let mut dense = (0usize, 0u64);
@@ -240,5 +256,18 @@ impl Store {
         for a in self.attachments() {
             a.drop_prefetch();
         }
+    }
+}
+
+/// The largest buffer `device` binds, where it is a GPU this process opened through Vulkan.
+fn device_buffer_limit(device: &burn::tensor::Device) -> Option<u64> {
+    #[cfg(feature = "wgpu")]
+    {
+        ember_kernels::device::max_buffer_bytes(device)
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        None
     }
 }

@@ -398,3 +398,36 @@ fn misuse_gives_clear_errors() {
     let e = msg(Store::open(&bad).unwrap_err());
     assert!(e.contains("bad.ember"), "{e}");
 }
+
+#[test]
+fn a_weight_over_the_devices_largest_buffer_is_refused_at_attach() {
+    let (device, _gpu) = vulkan();
+    let limit = ember_kernels::device::open_vulkan().expect("opened above").max_buffer_bytes;
+    if limit > 1 << 30 {
+        // A real GPU: a weight over its limit would take gigabytes to build here.
+        eprintln!("skipped: the device binds {limit} bytes; this test needs a small limit like lavapipe's");
+        return;
+    }
+    let cols = 8192usize;
+    let rows = (limit as usize / 4).div_ceil(cols) + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.ember");
+    let mut w = ContainerWriter::create(&path).unwrap();
+    let data = vec![0u8; 2 * rows * cols];
+    let shape = [rows as u64, cols as u64];
+    w.add(encode_tensor("weight", Dtype::BF16, &shape, &data, SchemeKind::Raw, &EncodeOptions::default()).unwrap())
+        .unwrap();
+    w.finish().unwrap();
+    let store = Store::open(&path).unwrap();
+    let model: Linear = LinearConfig::new(cols, rows).with_bias(false).init(&device);
+    let err = store.attach(model, Config::new(NoCache).names(torch_names())).unwrap_err();
+    match &err {
+        EmberError::TooLargeForDevice { tensor, bytes, limit: l, .. } => {
+            assert_eq!(tensor, "weight");
+            assert_eq!(*bytes, 4 * (rows * cols) as u64);
+            assert_eq!(*l, limit);
+        }
+        other => panic!("expected TooLargeForDevice, got {other}"),
+    }
+    assert!(err.to_string().contains("huge.ember"), "{err}");
+}

@@ -93,12 +93,34 @@ fn verify(up: &UploadedBatch, batch: &DecodeBatch, native16: bool, case: &str) -
     Ok(())
 }
 
-fn run_device(label: &str, device: &Device, name: &str, o: &Opts, files: &[(String, Container)]) -> Result<Value> {
-    let largest = o.shapes.iter().map(|(r, c)| r * c * 4).max().unwrap_or(1 << 20);
+/// Runs every case on `device`; `limit` is its largest buffer, and a case whose output (or
+/// compressed words) would not fit is recorded as skipped, with the reason, instead of failing
+/// inside the allocator (lavapipe's 128 MiB is less than a 14336×4096 matrix in f32).
+fn run_device(
+    label: &str,
+    device: &Device,
+    name: &str,
+    limit: Option<u64>,
+    o: &Opts,
+    files: &[(String, Container)],
+) -> Result<Value> {
+    let fits = |bytes: usize| limit.is_none_or(|l| bytes as u64 <= l);
+    let largest = o.shapes.iter().map(|(r, c)| r * c * 4).filter(|&b| fits(b)).max().unwrap_or(1 << 20);
     let copy = copy_gbps(device, largest, o.reps)?;
     let mut rows = Vec::new();
+    let mut skipped = Vec::new();
     for (case, file) in files {
         let t = &file.tensors()[0];
+        let need = (t.elements() as usize * 4).max(t.stored_bytes() as usize);
+        if !fits(need) {
+            let reason =
+                format!("needs a {need}-byte buffer; the device's largest is {} bytes", limit.unwrap_or_default());
+            if !o.json {
+                println!("{label:>6} {case:<24} skipped: {reason}");
+            }
+            skipped.push(json!({ "case": case, "shape": t.shape, "reason": reason }));
+            continue;
+        }
         let batch = DecodeBatch::new(file, &[t])?;
         for native16 in [false, true] {
             if native16 && !batch.supports_native16() {
@@ -130,7 +152,10 @@ fn run_device(label: &str, device: &Device, name: &str, o: &Opts, files: &[(Stri
     if !o.json {
         println!("{label:>6} copy {copy:.2} GB/s ({name})");
     }
-    Ok(json!({ "path": label, "device": name, "copy_gbps": copy, "results": rows }))
+    Ok(json!({
+        "path": label, "device": name, "max_buffer_bytes": limit, "copy_gbps": copy, "copy_bytes": largest,
+        "results": rows, "skipped": skipped,
+    }))
 }
 
 fn main() -> Result<()> {
@@ -158,14 +183,15 @@ fn main() -> Result<()> {
     let mut paths = Vec::new();
     if o.gpu {
         match ember_kernels::device::open_vulkan() {
-            Ok(v) => paths.push(run_device("gpu", &v.device, &v.adapter, &o, &files)?),
+            Ok(v) => paths.push(run_device("gpu", &v.device, &v.adapter, Some(v.max_buffer_bytes), &o, &files)?),
             Err(e) if o.cpu => eprintln!("no GPU measurement: {e}"),
             Err(e) => bail!(e),
         }
     }
     if o.cpu {
         let threads = rayon::current_num_threads();
-        paths.push(run_device("cpu", &Device::flex(), &format!("Flex + ember-codec, {threads} threads"), &o, &files)?);
+        let name = format!("Flex + ember-codec, {threads} threads");
+        paths.push(run_device("cpu", &Device::flex(), &name, None, &o, &files)?);
     }
     if o.json {
         let report = json!({
