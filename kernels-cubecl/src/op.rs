@@ -167,7 +167,7 @@ mod flex {
 pub fn decode_batch(batch: &DecodeBatch, device: &Device, native16: bool) -> Tensor<1> {
     if is_host(device) {
         let data = decode_batch_to_data(batch, native16).expect("the batch was validated when it was built");
-        return Tensor::from_data(data, device);
+        return host_tensor(data, device);
     }
     UploadedBatch::new(batch, device, native16).decode()
 }
@@ -204,6 +204,14 @@ fn output_of(batch: &DecodeBatch, native16: bool) -> (OutputKind, DType) {
         _ => DType::F16,
     };
     (output, dtype)
+}
+
+/// A tensor of `data` on the CPU path, in `data`'s own dtype: a plain `from_data` may convert to
+/// the backend's default float type, and native-16 output would come back as f32 (found by
+/// `decode-bench`'s bit-for-bit check in a build with only this crate's features).
+fn host_tensor(data: TensorData, device: &Device) -> Tensor<1> {
+    let dtype = data.dtype();
+    Tensor::from_data(data, (device, dtype))
 }
 
 /// Whether `device` is Burn's CPU backend, where "uploading" would only copy host memory.
@@ -284,7 +292,7 @@ impl UploadedBatch {
             Buffers::Host { batch, device } => {
                 let data = decode_batch_to_data(batch, self.spec.output == OutputKind::Native16)
                     .expect("the batch was validated when it was built");
-                Tensor::from_data(data, device)
+                host_tensor(data, device)
             }
         }
     }

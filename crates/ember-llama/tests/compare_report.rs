@@ -89,6 +89,10 @@ fn the_per_forward_goal_follows_its_best_row() {
 #[test]
 fn the_offload_goals_count_only_host_rows_with_prefetch_that_keep_weights_compressed() {
     let mut rows = rows();
+    // Start every row below both targets, whatever the committed run measured.
+    for r in rows.iter_mut() {
+        r.decode_vs_plain = Some(1.0);
+    }
     // `full` and device residency do not count, however fast.
     set(&mut rows, "lossless/full/host/pf-on", |r| r.decode_vs_plain = Some(9.0));
     set(&mut rows, "lossless/adaptive/device/pf-on", |r| r.decode_vs_plain = Some(9.0));
@@ -108,6 +112,23 @@ fn the_offload_goals_count_only_host_rows_with_prefetch_that_keep_weights_compre
     rows.retain(|r| !(r.scheme == "int8" && r.prefetch));
     let g = report::goals(&rows, true);
     assert_eq!(goal(&g, "host-resident int8").met, None, "no row: not measured, not failed");
+}
+
+#[test]
+fn the_cpu_explanation_blames_prefetch_only_where_it_cost_speed() {
+    let mut rows = rows();
+    for r in rows.iter_mut() {
+        r.decode_vs_plain = Some(1.0);
+    }
+    set(&mut rows, "lossless/none/host/pf-off", |r| r.decode_vs_plain = Some(1.2));
+    let g = report::goals(&rows, false);
+    let why = &goal(&g, "host-resident lossless").why;
+    assert!(why.contains("prefetch competes"), "{why}");
+    set(&mut rows, "lossless/none/host/pf-on", |r| r.decode_vs_plain = Some(1.3));
+    let g = report::goals(&rows, false);
+    let why = &goal(&g, "host-resident lossless").why;
+    assert!(!why.contains("prefetch competes") && why.starts_with("7% short"), "{why}");
+    assert!(why.contains("prefetch overlaps"), "{why}");
 }
 
 #[test]

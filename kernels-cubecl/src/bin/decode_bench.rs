@@ -84,10 +84,17 @@ fn verify(up: &UploadedBatch, batch: &DecodeBatch, native16: bool, case: &str) -
         .decode()
         .try_into_data()
         .map_err(|e| anyhow::anyhow!("{case}: decoding on the device: {e:?} (over its largest buffer?)"))?;
-    if got.as_bytes() != want.as_bytes() {
+    let (g, w) = (got.as_bytes(), want.as_bytes());
+    if g != w {
+        let at = g.iter().zip(w).position(|(a, b)| a != b);
         bail!(
-            "{case} ({}): decoded output differs from the CPU reference decoder",
-            if native16 { "bf16" } else { "f32" }
+            "{case} ({}): decoded output differs from the CPU reference decoder: {:?} of {} bytes vs \
+             {:?} of {} bytes, first differing byte {at:?}",
+            if native16 { "bf16" } else { "f32" },
+            got.dtype(),
+            g.len(),
+            want.dtype(),
+            w.len()
         );
     }
     Ok(())
