@@ -351,6 +351,10 @@ fn draw(report: &Report, out: &mut String) -> Result<()> {
             "none" => {
                 chart.draw_series(std::iter::once(at + Circle::new((0, 0), 5, style) + text(label.unwrap_or_default())))
             }
+            // plotters' TriangleMarker is always filled: outline host rows by hand.
+            "per-forward" if r.residency == "host" => chart.draw_series(std::iter::once(
+                at + PathElement::new(vec![(0, -6), (5, 4), (-5, 4), (0, -6)], style) + text(String::new()),
+            )),
             "per-forward" => {
                 chart.draw_series(std::iter::once(at + TriangleMarker::new((0, 0), 6, style) + text(String::new())))
             }
