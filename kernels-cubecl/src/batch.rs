@@ -131,6 +131,13 @@ pub struct DecodeBatch {
     pub output_elements: usize,
 }
 
+/// The largest single device buffer decoding `entry` on its own needs: its f32 output or its
+/// uploaded compressed bytes, whichever is larger. Checked against
+/// `device::max_buffer_bytes` before anything is allocated.
+pub fn largest_buffer_bytes(entry: &TensorEntry) -> u64 {
+    entry.elements().saturating_mul(4).max(entry.stored_bytes())
+}
+
 fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
     bytes.chunks(4).map(|c| {
         let mut w = [0u8; 4];

@@ -235,7 +235,7 @@ impl Attachment {
             let _ = rx.recv();
         }
         if p.worker.is_none() {
-            // Without a thread, prefetch is off: every access decodes for itself.
+            // If the thread cannot start, this access goes without prefetch (the next one retries).
             p.worker = Worker::start(Arc::clone(&self.weights)).ok();
         }
         let Some(rx) = p.worker.as_ref().and_then(|w| w.submit(n)) else { return };

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
 use ember_codec::{Container, Dtype};
-use ember_kernels::batch::{DecodeBatch, KernelScheme};
+use ember_kernels::batch::{largest_buffer_bytes, DecodeBatch, KernelScheme};
 
 use crate::attachment::Attachment;
 use crate::cache::{Cache, PassGuard};
@@ -166,7 +166,7 @@ impl Store {
         // bind, naming the tensor, rather than failing deep inside the allocator at first use.
         for m in &matched {
             if let Some(limit) = device_buffer_limit(&m.device) {
-                let bytes = (4 * m.entry.elements()).max(m.entry.stored_bytes());
+                let bytes = largest_buffer_bytes(m.entry);
                 if bytes > limit {
                     return Err(EmberError::TooLargeForDevice {
                         path: self.file.path().display().to_string(),

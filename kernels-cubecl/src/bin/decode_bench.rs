@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use ember_codec::{encode_tensor, synthetic, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
-use ember_kernels::batch::DecodeBatch;
+use ember_kernels::batch::{largest_buffer_bytes, DecodeBatch};
 use ember_kernels::op::{copy_words, decode_batch_to_data, UploadedBatch};
 use serde_json::{json, Value};
 
@@ -111,14 +111,14 @@ fn run_device(
     o: &Opts,
     files: &[(String, Container)],
 ) -> Result<Value> {
-    let fits = |bytes: usize| limit.is_none_or(|l| bytes as u64 <= l);
-    let largest = o.shapes.iter().map(|(r, c)| r * c * 4).filter(|&b| fits(b)).max().unwrap_or(1 << 20);
+    let fits = |bytes: u64| limit.is_none_or(|l| bytes <= l);
+    let largest = o.shapes.iter().map(|(r, c)| r * c * 4).filter(|&b| fits(b as u64)).max().unwrap_or(1 << 20);
     let copy = copy_gbps(device, largest, o.reps)?;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for (case, file) in files {
         let t = &file.tensors()[0];
-        let need = (t.elements() as usize * 4).max(t.stored_bytes() as usize);
+        let need = largest_buffer_bytes(t);
         if !fits(need) {
             let reason =
                 format!("needs a {need}-byte buffer; the device's largest is {} bytes", limit.unwrap_or_default());
