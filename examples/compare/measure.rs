@@ -25,6 +25,9 @@ pub struct Row {
     pub policy: String,
     pub residency: String,
     pub prefetch: bool,
+    /// Products of small batches ran fused, from the weights' fast form.
+    #[serde(default)]
+    pub fused: bool,
     pub prompt_tokens: usize,
     pub new_tokens: usize,
     /// Prompt tokens per second of the prefill forward.
@@ -123,10 +126,10 @@ pub fn run(setup: &Setup, source: &ModelSource, device: &str, max_tokens: usize,
         _ => common::process_memory().map_or(forward_peak, |(hwm, _)| hwm),
     };
     let wall = generation.prefill_secs + generation.decode_secs;
-    let (scheme, policy, residency, prefetch) = match setup {
-        Setup::Dense => ("dense".to_string(), "-".to_string(), "-".to_string(), false),
-        Setup::Offload { scheme, policy, residency, prefetch } => {
-            (scheme.to_string(), policy.name().to_string(), residency.name().to_string(), *prefetch)
+    let (scheme, policy, residency, prefetch, fused) = match setup {
+        Setup::Dense => ("dense".to_string(), "-".to_string(), "-".to_string(), false, false),
+        Setup::Offload { scheme, policy, residency, prefetch, fused } => {
+            (scheme.to_string(), policy.name().to_string(), residency.name().to_string(), *prefetch, *fused)
         }
     };
     Ok(Row {
@@ -135,6 +138,7 @@ pub fn run(setup: &Setup, source: &ModelSource, device: &str, max_tokens: usize,
         policy,
         residency,
         prefetch,
+        fused,
         prompt_tokens: generation.prompt_tokens,
         new_tokens: generation.tokens.len(),
         prefill_tok_s: generation.prompt_tokens as f64 / generation.prefill_secs.max(f64::MIN_POSITIVE),

@@ -29,6 +29,7 @@ pub mod cpu;
 #[cfg(feature = "wgpu")]
 pub mod device;
 mod error;
+pub mod fused;
 pub mod kernel;
 pub mod op;
 

@@ -215,7 +215,7 @@ fn host_tensor(data: TensorData, device: &Device) -> Tensor<1> {
 }
 
 /// Whether `device` is Burn's CPU backend, where "uploading" would only copy host memory.
-fn is_host(device: &Device) -> bool {
+pub fn is_host(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     {
         *device == Device::flex()

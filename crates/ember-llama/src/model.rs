@@ -3,8 +3,10 @@
 //!
 //! Layout conventions (they matter when weights come from elsewhere):
 //! - Activations are `[batch, seq, hidden]`; inside attention `[batch, heads, seq, head_dim]`.
-//! - burn's [`Linear`] stores its weight `[in, out]` (`y = x·W`); Hugging Face stores `[out, in]`
-//!   (`y = x·Wᵀ`). Loaders transpose; see [`hf_layout_is_transposed`].
+//! - [`Linear`] (ember's drop-in for burn's, same parameters) stores its weight `[in, out]`
+//!   (`y = x·W`); Hugging Face stores `[out, in]` (`y = x·Wᵀ`). Loaders transpose; see
+//!   [`hf_layout_is_transposed`]. ember's layers multiply a compressed weight fused, and a dense
+//!   one in place, whatever its layout (see `ember::nn`).
 //! - RoPE is the Hugging Face "half-split" rotation: dimension `i` pairs with `i + head_dim/2`.
 //!   burn-nn's `RotaryEncoding` rotates *adjacent* pairs (GPT-J/Meta layout), which does not match
 //!   HF checkpoints and has no Llama 3.1 scaling, so the rotation is written out here.
@@ -12,9 +14,10 @@
 //!   weights, so a store can replace every parameter before any dense tensor exists.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use ember::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 
 use crate::config::LlamaConfig;
 
@@ -336,9 +339,10 @@ impl Llama {
             Some(head) => head.forward(hidden),
             None => {
                 let [b, s, h] = hidden.dims();
-                let weight = self.embedding.weight.val(); // [vocab, hidden]
-                let vocab = weight.dims()[0];
-                hidden.reshape([b * s, h]).matmul(weight.transpose()).reshape([b, s, vocab])
+                // The tied head: x·Eᵀ with E the `[vocab, hidden]` embedding, read in place.
+                let logits = ember::nn::matmul_transposed(hidden.reshape([b * s, h]), &self.embedding.weight);
+                let vocab = logits.dims()[1];
+                logits.reshape([b, s, vocab])
             }
         }
     }

@@ -8,7 +8,7 @@ mod common;
 
 use burn::tensor::{Device, Tensor};
 use ember::policy::CachePolicy;
-use ember::{Config, Residency, Store};
+use ember::{Config, FusedMode, Residency, Store};
 use ember_codec::synthetic::{llama_like_f32, to_bf16_bytes};
 use ember_codec::{encode_tensor, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
 use ember_llama::{generate_with, offload, GenerateOptions, Generation, Llama, LlamaConfig, Sampler};
@@ -54,6 +54,44 @@ fn smollm2_lossless_generates_the_dense_tokens_with_every_policy() {
             let s = store.stats();
             assert!(s.decode_count > 0 && s.compressed_weights > 200, "{label}: {s}");
         }
+    }
+}
+
+fn logits_of(model: &Llama, store: &Store, device: &Device, tokens: &[u32]) -> Vec<u32> {
+    let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+    let tokens =
+        Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids, [1, tokens.len()]), device);
+    let mut cache = ember_llama::KvCache::new(model.config());
+    let l = store.forward(|| model.forward(tokens, &mut cache)).into_data().try_to_vec::<f32>().unwrap();
+    l.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn smollm2_fused_products_give_the_dense_logits_and_never_decode_a_matrix() {
+    let device = Device::flex();
+    let path = common::container_for(None, "lossless").expect("the default model container");
+    let store = Store::open(&path).unwrap();
+    let (dense, _) = offload::dense(&store, &device).unwrap();
+    let want_logits = logits_of(&dense, &store, &device, &PROMPT);
+    let want = run(&dense, &store, &PROMPT, 6).tokens;
+    drop(dense);
+    for label in ["none", "per-forward"] {
+        let store = Store::open(&path).unwrap();
+        let cfg = Config::new(policy(label, 0)).residency(Residency::Host).fused(FusedMode::On);
+        let (model, _) = offload::attach(&store, &device, cfg).unwrap();
+        // The fast form decodes to the dense values and both paths sum in the same order on the
+        // CPU path: the logits are the dense ones bit for bit.
+        assert!(logits_of(&model, &store, &device, &PROMPT) == want_logits, "{label}: fused logits differ from dense");
+        store.reset_stats();
+        assert_eq!(run(&model, &store, &PROMPT, 6).tokens, want, "{label}: fused tokens");
+        let s = store.stats();
+        let matrices: Vec<_> = s.weights.iter().filter(|w| w.form != "entropy").collect();
+        assert!(matrices.len() >= 210, "{label}: every matrix is kept in its fast form ({} are)", matrices.len());
+        for w in &matrices {
+            assert_eq!(w.decodes, 0, "{label}: {} was decoded", w.tensor);
+            assert!(w.fused_calls > 0, "{label}: {} never ran fused", w.tensor);
+        }
+        assert_eq!(s.cached_bytes, 0, "{label}: nothing decoded stays cached");
     }
 }
 

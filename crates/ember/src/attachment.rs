@@ -11,10 +11,11 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 
 use crate::cache::Cache;
-use crate::config::Residency;
+use crate::config::{FusedMode, Residency};
 use crate::policy::WeightKey;
 use crate::stats::{DeviceMemory, Stats, WeightStats};
 use crate::weight::{Source, Weight};
+use ember_kernels::fused::op::Orientation;
 
 static NEXT_ATTACHMENT: AtomicU64 = AtomicU64::new(1);
 
@@ -107,6 +108,7 @@ pub(crate) struct Attachment {
     pub(crate) weights: Arc<Vec<Weight>>,
     pub(crate) cache: Cache,
     residency: Residency,
+    fused: FusedMode,
     sync_timing: bool,
     prefetch: Option<Mutex<Prefetcher>>,
     counters: Mutex<Vec<WeightStats>>,
@@ -123,6 +125,7 @@ impl Attachment {
         weights: Vec<Weight>,
         cache: Cache,
         residency: Residency,
+        fused: FusedMode,
         prefetch: bool,
         sync_timing: bool,
         dense: (usize, u64),
@@ -135,6 +138,7 @@ impl Attachment {
                 scheme: w.scheme.clone(),
                 decoded_bytes: w.decoded_bytes,
                 compressed_bytes: w.compressed_bytes,
+                form: w.fused().map_or("entropy", |f| f.form_name()).to_string(),
                 ..Default::default()
             })
             .collect();
@@ -143,6 +147,7 @@ impl Attachment {
             weights: Arc::new(weights),
             cache,
             residency,
+            fused,
             sync_timing,
             prefetch: prefetch.then(|| Mutex::new(Prefetcher::default())),
             counters: Mutex::new(counters),
@@ -181,6 +186,51 @@ impl Attachment {
             }
         }
         w.as_param(flat)
+    }
+
+    /// The product of weight `index` with `x`, fused, when the mode and the batch size allow it;
+    /// `None` sends the caller down the decode path (`Param::val()` then a matmul).
+    pub(crate) fn fused_linear(
+        &self,
+        index: usize,
+        x: &Tensor<2>,
+        bias: Option<&Tensor<1>>,
+        orientation: Orientation,
+    ) -> Option<Tensor<2>> {
+        let f = self.weights[index].fused()?;
+        let m = x.dims()[0];
+        let run = match self.fused {
+            FusedMode::Off => false,
+            FusedMode::On => f.fuses(orientation, m),
+            FusedMode::Auto => {
+                f.fuses(orientation, m)
+                    && m <= ember_kernels::fused::op::crossover(&self.weights[index].device)
+                    && !self.cache.lock().contains(self.key(index))
+            }
+        };
+        if !run {
+            return None;
+        }
+        let y = f.linear(x.clone(), orientation, bias.cloned());
+        lock(&self.counters)[index].fused_calls += 1;
+        Some(y)
+    }
+
+    /// Rows `ids` of weight `index` (an embedding lookup) decoded straight from its fast form;
+    /// `None` where the weight has none or is stored transposed.
+    pub(crate) fn fused_rows(&self, index: usize, ids: &[usize]) -> Option<Tensor<2>> {
+        let w = &self.weights[index];
+        if self.fused == FusedMode::Off || w.transpose {
+            return None;
+        }
+        let rows = w.fused()?.rows(ids)?;
+        lock(&self.counters)[index].fused_calls += 1;
+        Some(rows)
+    }
+
+    /// Whether weight `index` is stored as the transpose of its parameter.
+    pub(crate) fn transposed(&self, index: usize) -> bool {
+        self.weights[index].transpose
     }
 
     fn decode(&self, index: usize) -> Tensor<1> {
@@ -271,19 +321,23 @@ impl Attachment {
             (c.view.bytes(), c.peak_bytes, c.passes, c.policy.name())
         };
         let compressed: u64 = self.weights.iter().map(|w| w.compressed_bytes).sum();
-        let (on_device, on_host) = match self.residency {
-            Residency::Device => (compressed, 0),
-            Residency::Host => (0, compressed),
-        };
-        debug_assert!(self.weights.iter().all(|w| matches!(
-            (&w.source, self.residency),
-            (Source::Host(_), Residency::Host) | (Source::Device(_), Residency::Device)
-        )));
+        let on_device: u64 = self
+            .weights
+            .iter()
+            .filter(|w| match &w.source {
+                Source::Host(_) => false,
+                Source::Device(_) => true,
+                Source::Fast(f) => f.on_device(),
+            })
+            .map(|w| w.compressed_bytes)
+            .sum();
+        let on_host = compressed - on_device;
         let mem = *lock(&self.memory);
         Stats {
             policy,
             residency: self.residency.name().to_string(),
             prefetch: self.prefetch.is_some(),
+            fused: self.fused.name().to_string(),
             compressed_weights: self.weights.len(),
             dense_weights: self.dense.0,
             weights_decoded_bytes: self.weights.iter().map(|w| w.decoded_bytes).sum(),
@@ -297,6 +351,7 @@ impl Attachment {
             hits: weights.iter().map(|w| w.hits).sum(),
             misses: weights.iter().map(|w| w.misses).sum(),
             prefetch_hits: weights.iter().map(|w| w.prefetch_hits).sum(),
+            fused_calls: weights.iter().map(|w| w.fused_calls).sum(),
             cached_bytes,
             cached_bytes_peak,
             passes,
@@ -313,6 +368,7 @@ impl Attachment {
             s.misses = 0;
             s.prefetch_hits = 0;
             s.decode_seconds = 0.0;
+            s.fused_calls = 0;
         }
     }
 }

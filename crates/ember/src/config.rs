@@ -42,6 +42,50 @@ impl FromStr for Residency {
     }
 }
 
+/// Whether small-batch products of compressed weights run *fused* — straight from the
+/// weight's fast form (`ember_kernels::fused`), never decoding it — when a layer asks through
+/// [`crate::nn::Linear`] (or [`crate::nn::matmul_transposed`]).
+///
+/// With fusion on, each compressed weight is kept in its fast form (int8/int4 codes unpacked,
+/// BF16 exponents as 4-bit ranks with escapes) instead of its entropy-coded tiles: a little
+/// larger (≈ 12 bits per BF16 weight instead of ≈ 10.7), but multiplied at memory speed. Layers
+/// that read the parameter itself (`Param::val()`) decode from that form as before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FusedMode {
+    /// Fused while the batch is at most the measured crossover and the weight is not held
+    /// decoded by the cache; decode + matmul otherwise.
+    #[default]
+    Auto,
+    /// Fused for every batch size the device's kernel takes.
+    On,
+    /// Never fused: entropy-coded tiles, decode + matmul (the behaviour of ember 0.1).
+    Off,
+}
+
+impl FusedMode {
+    /// Lower-case name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FusedMode::Auto => "auto",
+            FusedMode::On => "on",
+            FusedMode::Off => "off",
+        }
+    }
+}
+
+impl FromStr for FusedMode {
+    type Err = EmberError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(FusedMode::Auto),
+            "on" => Ok(FusedMode::On),
+            "off" => Ok(FusedMode::Off),
+            _ => Err(EmberError::UnknownFusedMode(s.to_string())),
+        }
+    }
+}
+
 /// Which of the mapped weights stay compressed; the others are decoded once at attach and kept
 /// dense. Small tensors (norms, biases) gain nothing from compression and cost a decode each.
 #[derive(Clone, Debug, Default)]
@@ -112,6 +156,8 @@ pub struct Config {
     pub allow_missing: bool,
     /// Wait for every decode to finish to time it exactly (slower; for profiling).
     pub sync_timing: bool,
+    /// Fused products of compressed weights (default [`FusedMode::Auto`]).
+    pub fused: FusedMode,
 }
 
 impl Config {
@@ -132,6 +178,7 @@ impl Config {
             allow_unused: false,
             allow_missing: false,
             sync_timing: false,
+            fused: FusedMode::Auto,
         }
     }
 
@@ -168,6 +215,12 @@ impl Config {
     /// Sets [`Config::allow_missing`].
     pub fn allow_missing(mut self, on: bool) -> Self {
         self.allow_missing = on;
+        self
+    }
+
+    /// Sets the fused mode (see [`FusedMode`]).
+    pub fn fused(mut self, mode: FusedMode) -> Self {
+        self.fused = mode;
         self
     }
 

@@ -98,6 +98,9 @@ pub enum EmberError {
     /// A residency name that is not known.
     #[error("unknown residency `{0}` (expected host or device)")]
     UnknownResidency(String),
+    /// A fused mode that is not known.
+    #[error("unknown fused mode `{0}` (expected auto, on or off)")]
+    UnknownFusedMode(String),
     /// A selection pattern that does not compile.
     #[error("invalid selection pattern: {0}")]
     BadPattern(#[from] regex::Error),

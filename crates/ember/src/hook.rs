@@ -9,6 +9,7 @@ use burn::tensor::Tensor;
 
 use crate::attachment::Attachment;
 use crate::weight::Weight;
+use ember_kernels::fused::op::Orientation;
 
 /// Which attachment and weight a hooked parameter reads.
 #[derive(Clone)]
@@ -30,6 +31,38 @@ impl std::fmt::Debug for Slot {
 pub struct CompressedWeight {
     #[module(skip)]
     slot: Slot,
+}
+
+impl CompressedWeight {
+    /// `x·P (+ bias)` for the parameter `P` this hook backs (`[in, out]`, as a Burn `Linear`
+    /// weight), computed fused from the weight's fast form when its attachment's
+    /// [`crate::FusedMode`] and the batch size allow it; `None` means: take the decode path.
+    pub fn fused_matmul(&self, x: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
+        // P is the stored matrix (rows are inputs), or its transpose (rows are outputs).
+        let orientation = if self.slot.att.transposed(self.slot.index) {
+            Orientation::RowsAreOutputs
+        } else {
+            Orientation::RowsAreInputs
+        };
+        self.slot.att.fused_linear(self.slot.index, x, bias, orientation)
+    }
+
+    /// `x·Pᵀ` — e.g. a tied output head multiplying by the `[vocab, hidden]` embedding — fused
+    /// when allowed, as [`CompressedWeight::fused_matmul`].
+    pub fn fused_matmul_transposed(&self, x: &Tensor<2>) -> Option<Tensor<2>> {
+        let orientation = if self.slot.att.transposed(self.slot.index) {
+            Orientation::RowsAreInputs
+        } else {
+            Orientation::RowsAreOutputs
+        };
+        self.slot.att.fused_linear(self.slot.index, x, None, orientation)
+    }
+
+    /// Rows `ids` of the parameter (an embedding lookup) decoded from the fast form alone;
+    /// `None` where that does not apply (no fast form, stored transposed, an id out of range).
+    pub fn fused_rows(&self, ids: &[usize]) -> Option<Tensor<2>> {
+        self.slot.att.fused_rows(self.slot.index, ids)
+    }
 }
 
 impl Reparameterization for CompressedWeight {

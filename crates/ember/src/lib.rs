@@ -32,13 +32,14 @@ mod config;
 mod error;
 pub mod hook;
 pub mod names;
+pub mod nn;
 pub mod policy;
 mod stats;
 mod store;
 mod weight;
 
 pub use cache::{Cache, PassGuard};
-pub use config::{parse_bytes, Config, Residency, Selection};
+pub use config::{parse_bytes, Config, FusedMode, Residency, Selection};
 pub use error::{EmberError, Result};
 pub use names::{NameMap, Target};
 pub use stats::{DeviceMemory, Stats, WeightStats};

@@ -27,6 +27,11 @@ pub struct WeightStats {
     pub prefetch_hits: u64,
     /// Seconds spent decoding (launch time, or full time with `sync_timing`).
     pub decode_seconds: f64,
+    /// Products computed fused, straight from the weight's fast form (no decode).
+    pub fused_calls: u64,
+    /// The resident form: `entropy` (the container's tiles) or the fast form's name
+    /// (`bf16-rank4`, `int8`, `int4`, ...).
+    pub form: String,
 }
 
 /// Device memory as the allocator reports it (after a sync).
@@ -73,6 +78,10 @@ pub struct Stats {
     pub misses: u64,
     /// Misses served by prefetch.
     pub prefetch_hits: u64,
+    /// Products computed fused (no decode).
+    pub fused_calls: u64,
+    /// Whether products may run fused (`auto`, `on` or `off`).
+    pub fused: String,
     /// Decoded bytes the cache holds now.
     pub cached_bytes: u64,
     /// Most decoded bytes the cache held at once.
@@ -95,10 +104,11 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "policy {} · residency {} · prefetch {}",
+            "policy {} · residency {} · prefetch {} · fused {}",
             self.policy,
             self.residency,
-            if self.prefetch { "on" } else { "off" }
+            if self.prefetch { "on" } else { "off" },
+            self.fused
         )?;
         let ratio = if self.weights_decoded_bytes > 0 {
             100.0 * self.weights_compressed_bytes as f64 / self.weights_decoded_bytes as f64
@@ -116,10 +126,11 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "decodes: {} ({:.1} MiB, {:.3} s) · hits {} · misses {} · prefetched {} · passes {}",
+            "decodes: {} ({:.1} MiB, {:.3} s) · fused products {} · hits {} · misses {} · prefetched {} · passes {}",
             self.decode_count,
             mib(self.bytes_decoded),
             self.decode_seconds,
+            self.fused_calls,
             self.hits,
             self.misses,
             self.prefetch_hits,
@@ -140,6 +151,7 @@ impl Stats {
             self.policy = o.policy.clone();
             self.residency = o.residency.clone();
             self.prefetch = o.prefetch;
+            self.fused = o.fused.clone();
         }
         self.compressed_weights += o.compressed_weights;
         self.dense_weights += o.dense_weights;
@@ -154,6 +166,7 @@ impl Stats {
         self.hits += o.hits;
         self.misses += o.misses;
         self.prefetch_hits += o.prefetch_hits;
+        self.fused_calls += o.fused_calls;
         self.cached_bytes = self.cached_bytes.max(o.cached_bytes);
         self.cached_bytes_peak = self.cached_bytes_peak.max(o.cached_bytes_peak);
         self.passes = self.passes.max(o.passes);

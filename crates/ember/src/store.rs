@@ -11,11 +11,13 @@ use ember_kernels::batch::{largest_buffer_bytes, DecodeBatch, KernelScheme};
 
 use crate::attachment::Attachment;
 use crate::cache::{Cache, PassGuard};
-use crate::config::{Config, Residency};
+use crate::config::{Config, FusedMode, Residency};
 use crate::error::{EmberError, Result};
 use crate::hook::{list_params, Attacher, Plan};
 use crate::stats::{DeviceMemory, Stats};
 use crate::weight::Weight;
+use ember_kernels::fused::form::FastWeight;
+use rayon::prelude::*;
 
 /// An opened `.ember` container whose weights can back a model's parameters.
 #[derive(Clone)]
@@ -178,10 +180,25 @@ impl Store {
             }
         }
 
+        // With fusion, compressed matrices are kept in their fast form (transcoded here, in
+        // parallel: it is one CPU decode of each weight) instead of their entropy-coded tiles.
+        let fast: Vec<Option<FastWeight>> = matched
+            .par_iter()
+            .zip(&selected)
+            .map(|(m, keep)| {
+                let fuse = *keep && config.fused != FusedMode::Off && m.entry.shape.len() == 2;
+                fuse.then(|| FastWeight::from_container(&self.file, m.entry)).transpose()
+            })
+            .collect::<std::result::Result<_, _>>()?;
         let mut weights = Vec::new();
         let mut plans = HashMap::new();
         let mut dense = (0usize, 0u64);
-        for (m, keep) in matched.iter().zip(&selected) {
+        for ((m, keep), fast) in matched.iter().zip(&selected).zip(fast) {
+            if let Some(form) = fast {
+                plans.insert(m.param.clone(), Plan::Compressed(weights.len()));
+                weights.push(Weight::fast(form, config.residency, &m.device, m.param.clone(), m.entry, m.transpose));
+                continue;
+            }
             let batch = DecodeBatch::new(&self.file, &[m.entry])?;
             if *keep {
                 plans.insert(m.param.clone(), Plan::Compressed(weights.len()));
@@ -198,6 +215,7 @@ impl Store {
             weights,
             config.cache.clone(),
             config.residency,
+            config.fused,
             config.prefetch,
             config.sync_timing,
             dense,

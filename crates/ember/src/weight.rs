@@ -3,6 +3,8 @@
 
 use burn::tensor::{Device, Tensor};
 use ember_kernels::batch::DecodeBatch;
+use ember_kernels::fused::form::FastWeight;
+use ember_kernels::fused::op::FusedWeight;
 use ember_kernels::op::{decode_batch, UploadedBatch};
 
 use crate::config::Residency;
@@ -13,6 +15,9 @@ pub(crate) enum Source {
     Host(DecodeBatch),
     /// Uploaded once.
     Device(Box<UploadedBatch>),
+    /// The fast form the fused kernels multiply from (host RAM on the CPU path, device memory
+    /// on a GPU); decodes come from it too.
+    Fast(Box<FusedWeight>),
 }
 
 pub(crate) struct Weight {
@@ -44,12 +49,38 @@ impl Weight {
         entry: &ember_codec::TensorEntry,
         transpose: bool,
     ) -> Self {
-        let compressed_bytes = 4 * (batch.data.len() + batch.tiles.len() + batch.tables.len() + batch.scales.len());
-        let elements = entry.elements() as usize;
+        let compressed_bytes =
+            (4 * (batch.data.len() + batch.tiles.len() + batch.tables.len() + batch.scales.len())) as u64;
         let source = match residency {
             Residency::Host => Source::Host(batch),
             Residency::Device => Source::Device(Box::new(UploadedBatch::new(&batch, device, false))),
         };
+        Self::with_source(source, compressed_bytes, device, param, entry, transpose)
+    }
+
+    /// A weight kept in its fast form (fused products; decodes come from the same form).
+    pub(crate) fn fast(
+        form: FastWeight,
+        residency: Residency,
+        device: &Device,
+        param: String,
+        entry: &ember_codec::TensorEntry,
+        transpose: bool,
+    ) -> Self {
+        let fused = FusedWeight::new(form, device, residency == Residency::Device);
+        let bytes = fused.resident_bytes();
+        Self::with_source(Source::Fast(Box::new(fused)), bytes, device, param, entry, transpose)
+    }
+
+    fn with_source(
+        source: Source,
+        compressed_bytes: u64,
+        device: &Device,
+        param: String,
+        entry: &ember_codec::TensorEntry,
+        transpose: bool,
+    ) -> Self {
+        let elements = entry.elements() as usize;
         Self {
             param,
             tensor: entry.name.clone(),
@@ -58,7 +89,7 @@ impl Weight {
             transpose,
             elements,
             decoded_bytes: 4 * elements as u64,
-            compressed_bytes: compressed_bytes as u64,
+            compressed_bytes,
             source,
             device: device.clone(),
         }
@@ -69,12 +100,21 @@ impl Weight {
         let flat = match &self.source {
             Source::Host(batch) => decode_batch(batch, &self.device, false),
             Source::Device(up) => up.decode(),
+            Source::Fast(f) => f.decode().reshape([self.elements]),
         };
         if flat.dims()[0] == self.elements {
             flat
         } else {
             // The kernel pads outputs to an even element count.
             flat.slice(0..self.elements)
+        }
+    }
+
+    /// The fused form, where the weight is kept in one.
+    pub(crate) fn fused(&self) -> Option<&FusedWeight> {
+        match &self.source {
+            Source::Fast(f) => Some(f),
+            _ => None,
         }
     }
 

@@ -431,3 +431,85 @@ fn a_weight_over_the_devices_largest_buffer_is_refused_at_attach() {
     }
     assert!(err.to_string().contains("huge.ember"), "{err}");
 }
+
+/// The same MLP on ember's drop-in layers, which multiply compressed weights fused.
+#[derive(Module, Debug)]
+struct FusedMlp {
+    up: ember::nn::Linear,
+    down: ember::nn::Linear,
+}
+
+impl FusedMlp {
+    fn new(device: &Device) -> Self {
+        let lin = |i, o| ember::nn::LinearConfig::new(i, o).init(device);
+        Self { up: lin(IN, HID), down: lin(HID, OUT) }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.down.forward(relu(self.up.forward(x)))
+    }
+}
+
+/// Fused products: the dense outputs (bit for bit on the CPU path for lossless, where both sum
+/// in the same order), no matrix ever decoded, and nothing left behind over many passes.
+fn check_fused_layers(device: &Device, gpu: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    for (scheme, seed) in [(SchemeKind::Lossless, 21), (SchemeKind::Int8, 22), (SchemeKind::Int4, 23)] {
+        let path = write_container(dir.path(), &format!("{scheme}.ember"), scheme, seed);
+        let file = Container::open(&path).unwrap();
+        // The dense parameters on the same layers (a dense weight is multiplied in place).
+        let d = dense(&file, device);
+        let reference = FusedMlp {
+            up: ember::nn::Linear { weight: d.up.weight, bias: d.up.bias },
+            down: ember::nn::Linear { weight: d.down.weight, bias: d.down.bias },
+        };
+        let want = reference.forward(input(device)).into_data().try_to_vec::<f32>().unwrap();
+        for (label, make) in [
+            ("none", Box::new(|| Box::new(NoCache) as Box<dyn CachePolicy>) as PolicyMaker),
+            ("per-forward", Box::new(|| Box::new(PerForward))),
+        ] {
+            for residency in [Residency::Host, Residency::Device] {
+                let what = format!("{scheme} {label} {residency:?}");
+                let store = Store::open(&path).unwrap();
+                let config = Config::new(make()).residency(residency).names(torch_names()).fused(ember::FusedMode::On);
+                let model = store.attach(FusedMlp::new(device), config).unwrap();
+                let got = store.forward(|| model.forward(input(device))).into_data().try_to_vec::<f32>().unwrap();
+                if scheme == SchemeKind::Lossless && !gpu {
+                    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: not bit-exact");
+                } else {
+                    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(err <= 1e-4 * scale, "{what}: fused outputs differ by {err} (scale {scale})");
+                }
+                let s = store.stats();
+                for w in s.weights.iter().filter(|w| w.tensor.ends_with("weight")) {
+                    assert_eq!(w.decodes, 0, "{what}: {} was decoded", w.tensor);
+                    assert!(w.fused_calls > 0 && w.form != "entropy", "{what}: {} did not run fused", w.tensor);
+                }
+                if gpu {
+                    let x = input(device);
+                    for _ in 0..10 {
+                        drop(store.forward(|| model.forward(x.clone())).into_data());
+                    }
+                    let before = in_use(device);
+                    for _ in 0..PASSES / 4 {
+                        drop(store.forward(|| model.forward(x.clone())));
+                    }
+                    let after = in_use(device);
+                    assert!(after.saturating_sub(before) < LEAK_BOUND, "{what}: bytes in use {before} -> {after}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_layers_match_dense_on_the_cpu_path() {
+    check_fused_layers(&Device::flex(), false);
+}
+
+#[test]
+fn fused_layers_match_dense_and_leak_nothing_on_vulkan() {
+    let (device, _gpu) = vulkan();
+    check_fused_layers(&device, true);
+}

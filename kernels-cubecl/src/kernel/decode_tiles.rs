@@ -34,7 +34,7 @@ fn half_word(data: &[u32], base: usize, h: usize) -> u32 {
 /// IEEE binary16 bits → binary32 bits, exact; NaNs keep their payload and become quiet, as the
 /// `half` crate (and F16C) convert them.
 #[cube]
-fn f16_bits_to_f32_bits(h: u32) -> u32 {
+pub(crate) fn f16_bits_to_f32_bits(h: u32) -> u32 {
     let sign = (h >> 15) << 31;
     let exp = (h >> 10) & 0x1F;
     let mant = h & 0x3FF;

@@ -6,6 +6,8 @@
 mod copy_words;
 #[allow(missing_docs)]
 mod decode_tiles;
+#[allow(missing_docs)]
+mod fused_gemv;
 
 /// Largest cube count per dispatch dimension (Vulkan and WebGPU guarantee 65 535).
 const MAX_CUBES_PER_DIM: usize = 65_535;
@@ -19,3 +21,6 @@ fn cube_grid(cubes: usize) -> cubecl::prelude::CubeCount {
 
 pub use copy_words::{copy_words_kernel, launch_copy_words};
 pub use decode_tiles::{decode_tiles_kernel, launch_decode_tiles};
+pub use fused_gemv::{
+    decode_form_kernel, form_id, fused_gemv_kernel, launch_decode_form, launch_fused_gemv, FusedLaunch, MAX_M, UNITS,
+};

@@ -1,0 +1,479 @@
+//! The CPU fused kernels: `y = x·Wᵀ` (or `x·W`) for a few activation rows, straight from a
+//! weight's fast form or from a dense f32 matrix in any 2-D layout, never materialising the
+//! weight.
+//!
+//! The weight is walked in *segments* of at most [`SEG`] elements of one row: a segment is
+//! decoded into a 1 KiB buffer on the stack (it stays in L1), then multiplied into every
+//! activation row, so each weight byte is read once per call whatever `m` is. Decoding a segment
+//! gives exactly the values of the reference decoder; only the order of the sums differs from
+//! decode-then-matmul.
+//!
+//! Two shapes of product:
+//! - *dot* form, when the stored rows are the outputs (Hugging Face `[out, in]` weights, the tied
+//!   output head): `y[i][r] = Σ_c x[i][c]·W[r][c]`, threads over row ranges;
+//! - *axpy* form, when the stored rows are the inputs (Burn's own `[in, out]` layout):
+//!   `y[i][c] = Σ_r x[i][r]·W[r][c]`, threads over column ranges.
+//!
+//! Vector paths: AVX2 + FMA + F16C, detected at run time, with the portable scalar loop as the
+//! reference they are tested against. AVX-512 is not used: on the AMD EPYC machines we build on
+//! the batch-1 product is bound by memory and decode shuffles, which 512-bit vectors do not
+//! speed up there (the same finding as the rANS decoder's gathers).
+
+use rayon::prelude::*;
+
+use super::form::{FastCodes, FastWeight};
+
+/// Elements per decoded segment (a multiple of 16, so packed rows stay byte-aligned).
+pub const SEG: usize = 256;
+
+/// Weights per parallel task: below this, splitting costs more than it saves.
+const TASK_WEIGHTS: usize = 1 << 16;
+
+/// Which instruction set the kernels may use (tests compare them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuPath {
+    /// The portable scalar loops.
+    Scalar,
+    /// AVX2 + FMA + F16C where the CPU has them.
+    Best,
+}
+
+fn simd_ok(path: CpuPath) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        path == CpuPath::Best
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// A matrix the kernels can read row segments of.
+pub trait RowSource: Sync {
+    /// Rows.
+    fn rows(&self) -> usize;
+    /// Columns.
+    fn cols(&self) -> usize;
+    /// The f32 values `W[row][col0 .. col0 + len]` if they lie contiguously in memory (then no
+    /// decode is needed).
+    fn contiguous(&self, row: usize, col0: usize, len: usize) -> Option<&[f32]>;
+    /// Writes `W[row][col0 .. col0 + out.len()]` into `out`; `col0` is a multiple of 16.
+    fn decode(&self, row: usize, col0: usize, out: &mut [f32], simd: bool);
+}
+
+/// A dense f32 matrix inside a larger buffer: element `(r, c)` at `offset + r·row_stride + c·col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct StridedF32<'a> {
+    /// The buffer.
+    pub data: &'a [f32],
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// First element.
+    pub offset: usize,
+    /// Elements between rows.
+    pub row_stride: usize,
+    /// Elements between columns.
+    pub col_stride: usize,
+}
+
+impl StridedF32<'_> {
+    /// Whether every element it names lies inside `data`.
+    pub fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .and_then(|a| (self.cols - 1).checked_mul(self.col_stride).and_then(|b| a.checked_add(b)))
+            .and_then(|a| a.checked_add(self.offset));
+        last.is_some_and(|l| l < self.data.len())
+    }
+}
+
+impl RowSource for StridedF32<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn contiguous(&self, row: usize, col0: usize, len: usize) -> Option<&[f32]> {
+        let start = self.offset + row * self.row_stride + col0 * self.col_stride;
+        (self.col_stride == 1 || len <= 1).then(|| &self.data[start..start + len])
+    }
+    fn decode(&self, row: usize, col0: usize, out: &mut [f32], _simd: bool) {
+        let start = self.offset + row * self.row_stride + col0 * self.col_stride;
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = self.data[start + k * self.col_stride];
+        }
+    }
+}
+
+impl RowSource for FastWeight {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn contiguous(&self, row: usize, col0: usize, len: usize) -> Option<&[f32]> {
+        match &self.codes {
+            FastCodes::F32(v) => Some(&v[row * self.stride + col0..row * self.stride + col0 + len]),
+            _ => None,
+        }
+    }
+    fn decode(&self, row: usize, col0: usize, out: &mut [f32], simd: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `simd` is only true when `simd_ok` found AVX2, FMA and F16C.
+            unsafe { x86::decode(self, row, col0, out) };
+            return;
+        }
+        let _ = simd;
+        decode_scalar(self, row, col0, out);
+    }
+}
+
+/// Decodes `W[row][col0 .. col0 + out.len()]` of a fast-form weight (the reference path).
+pub fn decode_segment(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
+    w.decode(row, col0, out, simd_ok(CpuPath::Best));
+}
+
+/// The portable decode: the specification the vector path reproduces.
+fn decode_scalar(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
+    let base = row * w.stride + col0;
+    match &w.codes {
+        FastCodes::F32(v) => out.copy_from_slice(&v[base..base + out.len()]),
+        FastCodes::Bf16(v) => {
+            out.iter_mut().zip(&v[base..]).for_each(|(o, &b)| *o = f32::from_bits((b as u32) << 16));
+        }
+        FastCodes::F16(v) => {
+            out.iter_mut().zip(&v[base..]).for_each(|(o, &b)| *o = half::f16::from_bits(b).to_f32());
+        }
+        FastCodes::Bf16Rank { exponents, ranks, low, .. } => {
+            for (k, o) in out.iter_mut().enumerate() {
+                let i = base + k;
+                let rank = (ranks[i / 2] >> (4 * (i % 2))) & 0xf;
+                let lo = low[i] as u32;
+                let bits = ((lo & 0x80) << 8) | ((exponents[rank as usize] as u32) << 7) | (lo & 0x7f);
+                *o = f32::from_bits(bits << 16);
+            }
+            patch_escapes(w, row, col0, out);
+        }
+        FastCodes::Int8 { codes, scales } => {
+            let s = scales[row];
+            out.iter_mut().zip(&codes[base..]).for_each(|(o, &c)| *o = c as f32 * s);
+        }
+        FastCodes::Int4 { packed, block, scales, mins } => {
+            let first = row * w.cols.div_ceil(*block);
+            for (k, o) in out.iter_mut().enumerate() {
+                let i = base + k;
+                let code = (packed[i / 2] >> (4 * (i % 2))) & 0xf;
+                let b = first + (col0 + k) / block;
+                *o = match mins {
+                    None => (code as i32 - 8) as f32 * scales[b],
+                    Some(m) => {
+                        let product = code as f32 * scales[b];
+                        product + m[b]
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// Writes the true values of a rank-form row's escapes that fall in the segment.
+fn patch_escapes(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
+    if let FastCodes::Bf16Rank { escapes, row_escapes, .. } = &w.codes {
+        let list = &escapes[row_escapes[row] as usize..row_escapes[row + 1] as usize];
+        let from = list.partition_point(|&(c, _)| (c as usize) < col0);
+        for &(c, bits) in &list[from..] {
+            let k = c as usize - col0;
+            if k >= out.len() {
+                break;
+            }
+            out[k] = f32::from_bits((bits as u32) << 16);
+        }
+    }
+}
+
+/// `Σ a[k]·b[k]`.
+#[inline]
+fn dot(a: &[f32], b: &[f32], simd: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only true when `simd_ok` found AVX2 and FMA.
+        return unsafe { x86::dot(a, b) };
+    }
+    let _ = simd;
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y[k] += s·a[k]`.
+#[inline]
+fn axpy(y: &mut [f32], s: f32, a: &[f32], simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: as in `dot`.
+        unsafe { x86::axpy(y, s, a) };
+        return;
+    }
+    let _ = simd;
+    y.iter_mut().zip(a).for_each(|(y, a)| *y += s * a);
+}
+
+/// `y = x·Wᵀ (+ bias)` with `W` the `rows × cols` source (dot form): `x` is `m × cols`
+/// row-major, the result `m × rows`.
+///
+/// # Panics
+/// If `x` or `bias` have the wrong length (the callers derive them from the same shapes).
+pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, path: CpuPath) -> Vec<f32> {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert_eq!(x.len(), m * cols, "activations are m × cols");
+    let simd = simd_ok(path);
+    let chunk = (TASK_WEIGHTS / cols.max(1)).clamp(1, rows.max(1));
+    // Outputs computed transposed (`rows × m`) so that each task owns a contiguous slice.
+    let mut yt = vec![0f32; rows * m];
+    yt.par_chunks_mut(chunk * m.max(1)).enumerate().for_each(|(t, out)| {
+        let mut seg = [0f32; SEG];
+        let r0 = t * chunk;
+        for (dr, y) in out.chunks_mut(m.max(1)).enumerate() {
+            let r = r0 + dr;
+            let mut c = 0;
+            while c < cols {
+                let len = (cols - c).min(SEG);
+                let values = match w.contiguous(r, c, len) {
+                    Some(v) => v,
+                    None => {
+                        w.decode(r, c, &mut seg[..len], simd);
+                        &seg[..len]
+                    }
+                };
+                for (i, yi) in y.iter_mut().enumerate() {
+                    *yi += dot(values, &x[i * cols + c..i * cols + c + len], simd);
+                }
+                c += len;
+            }
+        }
+    });
+    let mut y = vec![0f32; m * rows];
+    for r in 0..rows {
+        let b = bias.map_or(0.0, |b| b[r]);
+        for i in 0..m {
+            y[i * rows + r] = yt[r * m + i] + b;
+        }
+    }
+    y
+}
+
+/// `y = x·W (+ bias)` with `W` the `rows × cols` source (axpy form): `x` is `m × rows`
+/// row-major, the result `m × cols`.
+///
+/// # Panics
+/// As [`matmul_wt`].
+pub fn matmul_w(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, path: CpuPath) -> Vec<f32> {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert_eq!(x.len(), m * rows, "activations are m × rows");
+    let simd = simd_ok(path);
+    // Column ranges: multiples of 16 elements wide, so packed rows start on a byte.
+    let width = (TASK_WEIGHTS / rows.max(1)).next_multiple_of(16).clamp(16, cols.next_multiple_of(16).max(16));
+    let parts: Vec<(usize, Vec<f32>)> = (0..cols.div_ceil(width))
+        .into_par_iter()
+        .map(|t| {
+            let c0 = t * width;
+            let c1 = (c0 + width).min(cols);
+            let mut acc = vec![0f32; m * (c1 - c0)];
+            let mut seg = [0f32; SEG];
+            for r in 0..rows {
+                let mut c = c0;
+                while c < c1 {
+                    let len = (c1 - c).min(SEG);
+                    let values = match w.contiguous(r, c, len) {
+                        Some(v) => v,
+                        None => {
+                            w.decode(r, c, &mut seg[..len], simd);
+                            &seg[..len]
+                        }
+                    };
+                    for i in 0..m {
+                        let y = &mut acc[i * (c1 - c0) + (c - c0)..i * (c1 - c0) + (c - c0) + len];
+                        axpy(y, x[i * rows + r], values, simd);
+                    }
+                    c += len;
+                }
+            }
+            (c0, acc)
+        })
+        .collect();
+    let mut y = vec![0f32; m * cols];
+    for (c0, acc) in parts {
+        let w = acc.len() / m.max(1);
+        for i in 0..m {
+            y[i * cols + c0..i * cols + c0 + w].copy_from_slice(&acc[i * w..(i + 1) * w]);
+        }
+    }
+    if let Some(b) = bias {
+        for row in y.chunks_mut(cols.max(1)) {
+            row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+        }
+    }
+    y
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! AVX2 + FMA + F16C: eight (sixteen for packed nibbles) weights per step.
+    use std::arch::x86_64::*;
+
+    use super::super::form::{FastCodes, FastWeight};
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut k = 0;
+        while k + 32 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k + 8 * j)), _mm256_loadu_ps(pb.add(k + 8 * j)), *acc);
+            }
+            k += 32;
+        }
+        while k + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)), acc[0]);
+            k += 8;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_shuffle_ps::<1>(h, h));
+        let mut total = _mm_cvtss_f32(h);
+        while k < n {
+            total += a[k] * b[k];
+            k += 1;
+        }
+        total
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn axpy(y: &mut [f32], s: f32, a: &[f32]) {
+        let n = y.len().min(a.len());
+        let (py, pa) = (y.as_mut_ptr(), a.as_ptr());
+        let sv = _mm256_set1_ps(s);
+        let mut k = 0;
+        while k + 8 <= n {
+            _mm256_storeu_ps(py.add(k), _mm256_fmadd_ps(sv, _mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(py.add(k))));
+            k += 8;
+        }
+        while k < n {
+            y[k] += s * a[k];
+            k += 1;
+        }
+    }
+
+    /// Sixteen packed nibbles (8 bytes at `p`) as sixteen bytes in element order.
+    #[inline(always)]
+    unsafe fn nibbles16(p: *const u8) -> __m128i {
+        let b = _mm_loadl_epi64(p as *const __m128i);
+        let m = _mm_set1_epi8(0x0f);
+        _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16::<4>(b), m))
+    }
+
+    /// Decodes `out.len()` values of row `row` from column `col0` (a multiple of 16).
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; the segment lies inside the row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn decode(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
+        let n = out.len();
+        let base = row * w.stride + col0;
+        let po = out.as_mut_ptr();
+        let mut k = 0;
+        match &w.codes {
+            FastCodes::F32(v) => out.copy_from_slice(&v[base..base + n]),
+            FastCodes::Bf16(v) => {
+                let p = v.as_ptr().add(base);
+                while k + 8 <= n {
+                    let h = _mm_loadu_si128(p.add(k) as *const __m128i);
+                    _mm256_storeu_si256(po.add(k) as *mut __m256i, _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+                    k += 8;
+                }
+            }
+            FastCodes::F16(v) => {
+                let p = v.as_ptr().add(base);
+                while k + 8 <= n {
+                    _mm256_storeu_ps(po.add(k), _mm256_cvtph_ps(_mm_loadu_si128(p.add(k) as *const __m128i)));
+                    k += 8;
+                }
+            }
+            FastCodes::Bf16Rank { exponents, ranks, low, .. } => {
+                let table = _mm_loadu_si128(exponents.as_ptr() as *const __m128i);
+                let (m80, m7f) = (_mm256_set1_epi16(0x80), _mm256_set1_epi16(0x7f));
+                while k + 16 <= n {
+                    let i = base + k;
+                    let exps = _mm_shuffle_epi8(table, nibbles16(ranks.as_ptr().add(i / 2)));
+                    let lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(low.as_ptr().add(i) as *const __m128i));
+                    let e = _mm256_cvtepu8_epi16(exps);
+                    let bits = _mm256_or_si256(
+                        _mm256_or_si256(_mm256_slli_epi16::<8>(_mm256_and_si256(lo, m80)), _mm256_slli_epi16::<7>(e)),
+                        _mm256_and_si256(lo, m7f),
+                    );
+                    let lo8 = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(bits));
+                    let hi8 = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(bits));
+                    _mm256_storeu_si256(po.add(k) as *mut __m256i, _mm256_slli_epi32::<16>(lo8));
+                    _mm256_storeu_si256(po.add(k + 8) as *mut __m256i, _mm256_slli_epi32::<16>(hi8));
+                    k += 16;
+                }
+            }
+            FastCodes::Int8 { codes, scales } => {
+                let s = _mm256_set1_ps(scales[row]);
+                let p = codes.as_ptr().add(base);
+                while k + 8 <= n {
+                    let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k) as *const __m128i));
+                    _mm256_storeu_ps(po.add(k), _mm256_mul_ps(_mm256_cvtepi32_ps(c), s));
+                    k += 8;
+                }
+            }
+            FastCodes::Int4 { packed, block, scales, mins } => {
+                if block % 8 == 0 {
+                    let first = row * w.cols.div_ceil(*block);
+                    let eight = _mm256_set1_epi32(8);
+                    while k + 16 <= n {
+                        let codes = nibbles16(packed.as_ptr().add((base + k) / 2));
+                        for h in 0..2 {
+                            let bytes = if h == 0 { codes } else { _mm_srli_si128::<8>(codes) };
+                            let c = _mm256_cvtepu8_epi32(bytes);
+                            let b = first + (col0 + k + 8 * h) / block;
+                            let s = _mm256_set1_ps(scales[b]);
+                            let v = match mins {
+                                None => _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, eight)), s),
+                                Some(m) => _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c), s), _mm256_set1_ps(m[b])),
+                            };
+                            _mm256_storeu_ps(po.add(k + 8 * h), v);
+                        }
+                        k += 16;
+                    }
+                }
+            }
+        }
+        if k < n {
+            // The tail (and blocks that are not a multiple of 8) through the reference; `k` is a
+            // multiple of 16, so the tail starts on a byte of packed rows.
+            super::decode_scalar(w, row, col0 + k, &mut out[k..]);
+        }
+        if matches!(w.codes, FastCodes::Bf16Rank { .. }) {
+            super::patch_escapes(w, row, col0, out);
+        }
+    }
+}
