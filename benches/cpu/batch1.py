@@ -44,7 +44,9 @@ def target_dir():
 
 def build():
     subprocess.run(
-        ["cargo", "build", "--release", "--locked", "-p", "ember-llama", "--example", "llama_lowmem"],
+        # The same targets as benches/README.md builds, so one release build serves every bench.
+        ["cargo", "build", "--release", "--locked", "-p", "ember-llama", "--example", "llama_lowmem",
+         "--example", "compare_policies", "-p", "ember-kernels", "--bin", "fused-bench"],
         cwd=ROOT,
         check=True,
     )
@@ -105,10 +107,11 @@ def main():
 
     exe = build()
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), XDG_RUNTIME_DIR=os.environ.get("XDG_RUNTIME_DIR", "/tmp"))
-    common = [str(exe), "--device", "cpu", "--greedy", "--json", "--max-tokens", str(a.tokens), "--prompt", PROMPT]
+    base = [str(exe), "--device", "cpu", "--greedy", "--json", "--prompt", PROMPT]
+    common = base + ["--max-tokens", str(a.tokens)]
     # First runs fetch the model and compress each scheme once; not measured.
     for _, args in CONFIGS:
-        run_json(common + args + ["--max-tokens", "2"], env)
+        run_json(base + ["--max-tokens", "2"] + args, env)
     gguf = CACHE / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     py = None if a.skip_llama_cpp else llama_cpp_python()
 

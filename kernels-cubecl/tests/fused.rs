@@ -187,6 +187,13 @@ fn nan_and_infinity_in_x_propagate_as_in_the_reference() {
                     c.name
                 );
             }
+            // The batch-1 kernels (codes decoded in registers, rank-form escapes added apart).
+            let y1 = matmul_wt(&form, &x[c.cols..], 1, None, path);
+            for (o, got) in y1.iter().enumerate() {
+                let wv = w[o * c.cols + 5];
+                let expect = if wv == 0.0 { f32::NAN } else { wv * f32::INFINITY };
+                assert!((expect.is_nan() && got.is_nan()) || *got == expect, "{} {path:?} m=1: y[{o}] = {got}", c.name);
+            }
         }
     }
 }

@@ -156,8 +156,13 @@ fn main() -> Result<()> {
                 let r = reps.min(5).max(2);
                 let f = median(r, || drop(fused.linear(xm.clone(), Orientation::RowsAreOutputs, None).into_data()));
                 let d = median(r, || drop(matmul(xm.clone(), fused.decode().transpose()).into_data()));
+                // Burn's own matmul packs the weight, which pays off once enough rows share it.
+                let g = median(r, || drop(xm.clone().matmul(fused.decode().transpose()).into_data()));
+                let dense_ours = median(r, || drop(matmul(xm.clone(), dense_w.clone()).into_data()));
+                let dense_burn = median(r, || drop(xm.clone().matmul(dense_w.clone()).into_data()));
                 crossover.push(json!({"scheme": scheme, "m": m, "fused_us": f * 1e6, "decode_matmul_us": d * 1e6,
-                                      "fused_faster": f < d}));
+                                      "decode_burn_matmul_us": g * 1e6, "fused_faster": f < d.min(g),
+                                      "dense_in_place_us": dense_ours * 1e6, "dense_burn_matmul_us": dense_burn * 1e6}));
             }
         }
     }

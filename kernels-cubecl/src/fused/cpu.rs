@@ -64,6 +64,11 @@ pub trait RowSource: Sync {
     fn contiguous(&self, row: usize, col0: usize, len: usize) -> Option<&[f32]>;
     /// Writes `W[row][col0 .. col0 + out.len()]` into `out`; `col0` is a multiple of 16.
     fn decode(&self, row: usize, col0: usize, out: &mut [f32], simd: bool);
+    /// `Σ_c W[row][c]·x[c]` computed straight from the codes in registers, where the source has
+    /// such a kernel (the batch-1 case); `None` sends the caller through [`RowSource::decode`].
+    fn dot_row(&self, _row: usize, _x: &[f32], _simd: bool) -> Option<f32> {
+        None
+    }
 }
 
 /// A dense f32 matrix inside a larger buffer: element `(r, c)` at `offset + r·row_stride + c·col_stride`.
@@ -138,6 +143,15 @@ impl RowSource for FastWeight {
         }
         let _ = simd;
         decode_scalar(self, row, col0, out);
+    }
+    fn dot_row(&self, row: usize, x: &[f32], simd: bool) -> Option<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `simd` is only true when `simd_ok` found AVX2, FMA and F16C.
+            return unsafe { x86::dot_row(self, row, x) };
+        }
+        let _ = (row, x, simd);
+        None
     }
 }
 
@@ -238,6 +252,9 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
     let (rows, cols) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * cols, "activations are m × cols");
     let simd = simd_ok(path);
+    // The in-register batch-1 kernels regroup sums by block (int4 with minimums sums `x`
+    // apart), which would turn `w·∞` into `0·∞`: non-finite activations take the segment path.
+    let batch1 = m == 1 && x.iter().all(|v| v.is_finite());
     let chunk = (TASK_WEIGHTS / cols.max(1)).clamp(1, rows.max(1));
     // Outputs computed transposed (`rows × m`) so that each task owns a contiguous slice.
     let mut yt = vec![0f32; rows * m];
@@ -246,6 +263,12 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
         let r0 = t * chunk;
         for (dr, y) in out.chunks_mut(m.max(1)).enumerate() {
             let r = r0 + dr;
+            if batch1 {
+                if let Some(v) = w.dot_row(r, x, simd) {
+                    y[0] = v;
+                    continue;
+                }
+            }
             let mut c = 0;
             while c < cols {
                 let len = (cols - c).min(SEG);
@@ -380,6 +403,127 @@ mod x86 {
             y[k] += s * a[k];
             k += 1;
         }
+    }
+
+    /// Horizontal sum of four accumulators.
+    #[inline(always)]
+    unsafe fn hsum(acc: [__m256; 4]) -> f32 {
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
+    }
+
+    /// `Σ_c W[row][c]·x[c]` for int8 and int4 rows, decoding each group of eight codes in
+    /// registers (the value of every weight is the reference's: `code·scale`, `(code − 8)·scale`
+    /// or `code·scale + min`); `None` for the other forms.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `x` holds the row's `cols` activations.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_row(w: &FastWeight, row: usize, x: &[f32]) -> Option<f32> {
+        let cols = w.cols.min(x.len());
+        let base = row * w.stride;
+        let px = x.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut k = 0;
+        let tail: f32;
+        match &w.codes {
+            FastCodes::Int8 { codes, scales } => {
+                // The row's scale is common to every term: applied once, at the end.
+                let p = codes.as_ptr().add(base);
+                while k + 32 <= cols {
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k + 8 * j) as *const __m128i));
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(px.add(k + 8 * j)), *a);
+                    }
+                    k += 32;
+                }
+                while k + 8 <= cols {
+                    let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k) as *const __m128i));
+                    acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(px.add(k)), acc[0]);
+                    k += 8;
+                }
+                let rest: f32 = (k..cols).map(|c| codes[base + c] as f32 * x[c]).sum();
+                return Some((hsum(acc) + rest) * scales[row]);
+            }
+            FastCodes::Int4 { packed, block, scales, mins } if block % 16 == 0 => {
+                // Per block: Σ code'·x (and Σ x for blocks with a minimum), then one multiply
+                // by the block's scale — the values are the reference's up to rounding order.
+                let first = row * w.cols.div_ceil(*block);
+                let eight = _mm256_set1_epi32(8);
+                while k + *block <= cols {
+                    let b = first + k / block;
+                    let (mut bacc, mut xs) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    for g in (0..*block).step_by(16) {
+                        let codes = nibbles16(packed.as_ptr().add((base + k + g) / 2));
+                        for h in 0..2 {
+                            let bytes = if h == 0 { codes } else { _mm_srli_si128::<8>(codes) };
+                            let c = _mm256_cvtepu8_epi32(bytes);
+                            let xv = _mm256_loadu_ps(px.add(k + g + 8 * h));
+                            let c = if mins.is_none() { _mm256_sub_epi32(c, eight) } else { c };
+                            bacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), xv, bacc);
+                            xs = _mm256_add_ps(xs, xv);
+                        }
+                    }
+                    acc[0] = _mm256_fmadd_ps(bacc, _mm256_set1_ps(scales[b]), acc[0]);
+                    if let Some(m) = mins {
+                        acc[1] = _mm256_fmadd_ps(xs, _mm256_set1_ps(m[b]), acc[1]);
+                    }
+                    k += block;
+                }
+                let mut seg = [0f32; super::SEG];
+                tail = (k..cols)
+                    .step_by(super::SEG)
+                    .map(|c0| {
+                        let n = (cols - c0).min(super::SEG);
+                        super::decode_scalar(w, row, c0, &mut seg[..n]);
+                        seg[..n].iter().zip(&x[c0..c0 + n]).map(|(a, b)| a * b).sum::<f32>()
+                    })
+                    .sum();
+            }
+            FastCodes::Bf16Rank { exponents, ranks, low, escapes, row_escapes } => {
+                // Escapes read +0.0 here and are added from their list; an escape meeting a
+                // non-finite activation takes the segment path, so 0·∞ never stands in for w·∞.
+                let list = &escapes[row_escapes[row] as usize..row_escapes[row + 1] as usize];
+                if list.iter().any(|&(c, _)| !x[c as usize].is_finite()) {
+                    return None;
+                }
+                let table = _mm_loadu_si128(exponents.as_ptr() as *const __m128i);
+                let (m80, m7f) = (_mm256_set1_epi16(0x80), _mm256_set1_epi16(0x7f));
+                while k + 16 <= cols {
+                    let i = base + k;
+                    let exps = _mm_shuffle_epi8(table, nibbles16(ranks.as_ptr().add(i / 2)));
+                    let lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(low.as_ptr().add(i) as *const __m128i));
+                    let e = _mm256_cvtepu8_epi16(exps);
+                    let bits = _mm256_or_si256(
+                        _mm256_or_si256(_mm256_slli_epi16::<8>(_mm256_and_si256(lo, m80)), _mm256_slli_epi16::<7>(e)),
+                        _mm256_and_si256(lo, m7f),
+                    );
+                    let w0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                        _mm256_castsi256_si128(bits),
+                    )));
+                    let w1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                        _mm256_extracti128_si256::<1>(bits),
+                    )));
+                    acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(px.add(k)), acc[0]);
+                    acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(px.add(k + 8)), acc[1]);
+                    k += 16;
+                }
+                let mut seg = [0f32; 16];
+                let n = cols - k;
+                super::decode_scalar(w, row, k, &mut seg[..n]);
+                // `decode_scalar` patched the tail's escapes; the others are added here.
+                let body: f32 = list
+                    .iter()
+                    .filter(|&&(c, _)| (c as usize) < k)
+                    .map(|&(c, b)| f32::from_bits((b as u32) << 16) * x[c as usize])
+                    .sum();
+                tail = body + seg[..n].iter().zip(&x[k..cols]).map(|(a, b)| a * b).sum::<f32>();
+            }
+            _ => return None,
+        }
+        Some(hsum(acc) + tail)
     }
 
     /// Sixteen packed nibbles (8 bytes at `p`) as sixteen bytes in element order.

@@ -200,22 +200,23 @@ impl FusedWeight {
     }
 }
 
-/// The largest batch (activation rows) for which [`FusedMode::Auto`]-style callers should take
-/// the fused product on `device`; above it, decode + matmul wins or the kernel does not apply.
+/// The largest batch (activation rows) for which `ember`'s `FusedMode::Auto` takes the fused
+/// product on `device`; above it, decoding once and handing the weight to Burn's matmul wins.
 ///
-/// CPU path: measured by `fused-bench --crossover` (`benches/results/cpu-fused-crossover.json`):
-/// the fused product reads the weight once for all rows, so it stays ahead of decode + matmul
-/// for every batch a prompt of a few hundred tokens brings; 512 is where we stopped measuring.
-/// GPUs: the `fused_gemv` kernel's row limit.
-///
-/// [`FusedMode::Auto`]: https://docs.rs/ember
+/// CPU path: `fused-bench --shape 1536x576 --crossover` (`benches/results/cpu-fused-bench.json`)
+/// puts fused ahead of decode + Burn's matmul up to 16 rows for every scheme and behind it from
+/// 32 rows on, where Burn's packed GEMM reuses each packed weight block across the rows. GPUs:
+/// the `fused_gemv` kernel's row limit.
 pub fn crossover(device: &Device) -> usize {
     if crate::op::is_host(device) {
-        512
+        CPU_CROSSOVER
     } else {
         crate::kernel::MAX_M
     }
 }
+
+/// Rows up to which the CPU kernels beat Burn's packed GEMM (see [`crossover`]).
+const CPU_CROSSOVER: usize = 16;
 
 /// The values of a (small) activation tensor on the host, as f32.
 fn host_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -226,7 +227,8 @@ fn host_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// `x·w` for `x` `[m, k]` and a dense `w` `[k, n]` in any layout, without repacking `w` on the
-/// CPU path. Use it where a weight is read as a (possibly transposed) view every call.
+/// CPU path for batches up to the crossover (Burn's matmul above it, and on GPUs). Use it where
+/// a weight is read as a (possibly transposed) view every call.
 pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     if crate::op::is_host(&x.device()) {
         #[cfg(feature = "flex")]
@@ -288,7 +290,14 @@ mod flex {
             else {
                 return Flex::float_matmul(x, w);
             };
-            if w.dtype() != DType::F32 || x.dtype() != DType::F32 || kx != k || s0 < 0 || s1 < 0 {
+            // Many rows amortise Burn's packing of the weight; few rows read it in place.
+            if w.dtype() != DType::F32
+                || x.dtype() != DType::F32
+                || kx != k
+                || s0 < 0
+                || s1 < 0
+                || m > super::CPU_CROSSOVER
+            {
                 return Flex::float_matmul(x, w);
             }
             let x = x.to_contiguous();
