@@ -490,22 +490,8 @@ mod x86 {
                     return None;
                 }
                 let table = _mm_loadu_si128(exponents.as_ptr() as *const __m128i);
-                let (m80, m7f) = (_mm256_set1_epi16(0x80), _mm256_set1_epi16(0x7f));
                 while k + 16 <= cols {
-                    let i = base + k;
-                    let exps = _mm_shuffle_epi8(table, nibbles16(ranks.as_ptr().add(i / 2)));
-                    let lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(low.as_ptr().add(i) as *const __m128i));
-                    let e = _mm256_cvtepu8_epi16(exps);
-                    let bits = _mm256_or_si256(
-                        _mm256_or_si256(_mm256_slli_epi16::<8>(_mm256_and_si256(lo, m80)), _mm256_slli_epi16::<7>(e)),
-                        _mm256_and_si256(lo, m7f),
-                    );
-                    let w0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                        _mm256_castsi256_si128(bits),
-                    )));
-                    let w1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                        _mm256_extracti128_si256::<1>(bits),
-                    )));
+                    let (w0, w1) = rank16(table, ranks, low, base + k);
                     acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(px.add(k)), acc[0]);
                     acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(px.add(k + 8)), acc[1]);
                     k += 16;
@@ -524,6 +510,21 @@ mod x86 {
             _ => return None,
         }
         Some(hsum(acc) + tail)
+    }
+
+    /// Sixteen rank-form weights from element `i` (a multiple of 16) as two vectors of f32.
+    #[inline(always)]
+    unsafe fn rank16(table: __m128i, ranks: &[u8], low: &[u8], i: usize) -> (__m256, __m256) {
+        let (m80, m7f) = (_mm256_set1_epi16(0x80), _mm256_set1_epi16(0x7f));
+        let exps = _mm_shuffle_epi8(table, nibbles16(ranks.as_ptr().add(i / 2)));
+        let lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(low.as_ptr().add(i) as *const __m128i));
+        let e = _mm256_cvtepu8_epi16(exps);
+        let bits = _mm256_or_si256(
+            _mm256_or_si256(_mm256_slli_epi16::<8>(_mm256_and_si256(lo, m80)), _mm256_slli_epi16::<7>(e)),
+            _mm256_and_si256(lo, m7f),
+        );
+        let widen = |h: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+        (widen(_mm256_castsi256_si128(bits)), widen(_mm256_extracti128_si256::<1>(bits)))
     }
 
     /// Sixteen packed nibbles (8 bytes at `p`) as sixteen bytes in element order.
@@ -563,20 +564,10 @@ mod x86 {
             }
             FastCodes::Bf16Rank { exponents, ranks, low, .. } => {
                 let table = _mm_loadu_si128(exponents.as_ptr() as *const __m128i);
-                let (m80, m7f) = (_mm256_set1_epi16(0x80), _mm256_set1_epi16(0x7f));
                 while k + 16 <= n {
-                    let i = base + k;
-                    let exps = _mm_shuffle_epi8(table, nibbles16(ranks.as_ptr().add(i / 2)));
-                    let lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(low.as_ptr().add(i) as *const __m128i));
-                    let e = _mm256_cvtepu8_epi16(exps);
-                    let bits = _mm256_or_si256(
-                        _mm256_or_si256(_mm256_slli_epi16::<8>(_mm256_and_si256(lo, m80)), _mm256_slli_epi16::<7>(e)),
-                        _mm256_and_si256(lo, m7f),
-                    );
-                    let lo8 = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(bits));
-                    let hi8 = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(bits));
-                    _mm256_storeu_si256(po.add(k) as *mut __m256i, _mm256_slli_epi32::<16>(lo8));
-                    _mm256_storeu_si256(po.add(k + 8) as *mut __m256i, _mm256_slli_epi32::<16>(hi8));
+                    let (w0, w1) = rank16(table, ranks, low, base + k);
+                    _mm256_storeu_ps(po.add(k), w0);
+                    _mm256_storeu_ps(po.add(k + 8), w1);
                     k += 16;
                 }
             }
