@@ -218,6 +218,18 @@ fn patch_escapes(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
     }
 }
 
+/// `W[r][c .. c + len]`: borrowed where it lies contiguously, else decoded into `seg`.
+#[inline]
+fn segment<'a>(w: &'a dyn RowSource, r: usize, c: usize, len: usize, seg: &'a mut [f32; SEG], simd: bool) -> &'a [f32] {
+    match w.contiguous(r, c, len) {
+        Some(v) => v,
+        None => {
+            w.decode(r, c, &mut seg[..len], simd);
+            &seg[..len]
+        }
+    }
+}
+
 /// `Σ a[k]·b[k]`.
 #[inline]
 fn dot(a: &[f32], b: &[f32], simd: bool) -> f32 {
@@ -272,13 +284,7 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
             let mut c = 0;
             while c < cols {
                 let len = (cols - c).min(SEG);
-                let values = match w.contiguous(r, c, len) {
-                    Some(v) => v,
-                    None => {
-                        w.decode(r, c, &mut seg[..len], simd);
-                        &seg[..len]
-                    }
-                };
+                let values = segment(w, r, c, len, &mut seg, simd);
                 for (i, yi) in y.iter_mut().enumerate() {
                     *yi += dot(values, &x[i * cols + c..i * cols + c + len], simd);
                 }
@@ -318,13 +324,7 @@ pub fn matmul_w(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, pa
                 let mut c = c0;
                 while c < c1 {
                     let len = (c1 - c).min(SEG);
-                    let values = match w.contiguous(r, c, len) {
-                        Some(v) => v,
-                        None => {
-                            w.decode(r, c, &mut seg[..len], simd);
-                            &seg[..len]
-                        }
-                    };
+                    let values = segment(w, r, c, len, &mut seg, simd);
                     for i in 0..m {
                         let y = &mut acc[i * (c1 - c0) + (c - c0)..i * (c1 - c0) + (c - c0) + len];
                         axpy(y, x[i * rows + r], values, simd);
