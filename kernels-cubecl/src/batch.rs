@@ -2,7 +2,11 @@
 //! buffers the kernel reads, with one descriptor per tile.
 //!
 //! Building a batch is where safety is established: every tile's checksum is verified by the
-//! container, and every lane table is checked against its payload, before a byte is uploaded.
+//! container, and every tile's structure (lane states, lane ends, raw area, payload length) is
+//! checked against its payload before a byte is uploaded. What only a decode can tell — that
+//! every lane consumes exactly its words and ends back at the initial state — is checked once
+//! per batch by [`crate::op::validate_batch`] / [`crate::op::UploadedBatch::validate`], on the
+//! device that will decode it, before the batch is used.
 //! Tensors of one block (e.g. a transformer layer) share a batch — and so one launch — when they
 //! share a kernel scheme and lane count.
 
@@ -108,27 +112,34 @@ pub struct BatchOutput {
     pub offset: usize,
     /// Number of elements.
     pub elements: usize,
+    /// Index (in the batch) of the tensor's first tile.
+    pub first_tile: usize,
 }
 
 /// The buffers of one decode launch.
+///
+/// Only [`DecodeBatch::new`] builds one, so the descriptors' offsets are known to lie inside the
+/// buffers: the fields are private and read through accessors.
 #[derive(Clone, Debug)]
 pub struct DecodeBatch {
+    /// The container the tiles come from (for error messages).
+    pub(crate) path: String,
     /// The kernel variant.
-    pub scheme: KernelScheme,
+    pub(crate) scheme: KernelScheme,
     /// Lanes per tile (threads per cube).
-    pub lanes: usize,
+    pub(crate) lanes: usize,
     /// Tile payloads, back to back, as little-endian words.
-    pub data: Vec<u32>,
+    pub(crate) data: Vec<u32>,
     /// [`DESC_WORDS`] words per tile.
-    pub tiles: Vec<u32>,
+    pub(crate) tiles: Vec<u32>,
     /// The tensors' slot tables.
-    pub tables: Vec<u32>,
+    pub(crate) tables: Vec<u32>,
     /// The tensors' scales.
-    pub scales: Vec<u32>,
+    pub(crate) scales: Vec<u32>,
     /// Where each tensor's values land.
-    pub outputs: Vec<BatchOutput>,
+    pub(crate) outputs: Vec<BatchOutput>,
     /// Elements in the output buffer (a multiple of 2).
-    pub output_elements: usize,
+    pub(crate) output_elements: usize,
 }
 
 /// The largest single device buffer decoding `entry` on its own needs: its f32 output or its
@@ -160,6 +171,7 @@ impl DecodeBatch {
             KernelScheme::of(first).ok_or_else(|| bad(first, format!("raw {} has no GPU decoder", first.dtype)))?;
         let lanes = first.scheme.coder().map_or(32, |c| c.lanes as usize);
         let mut batch = DecodeBatch {
+            path: file.path().display().to_string(),
             scheme,
             lanes,
             data: Vec::new(),
@@ -188,6 +200,7 @@ impl DecodeBatch {
                 _ => 1,
             };
             let offset = batch.output_elements;
+            let first_tile = batch.num_tiles();
             let raw_bits = t.dtype.float_layout().map_or(0, |l| l.raw_bits());
             for (i, r) in t.tiles.iter().enumerate() {
                 let payload = file.tile_bytes(t, i)?;
@@ -197,7 +210,19 @@ impl DecodeBatch {
                     } else {
                         0
                     };
-                    check_lane_table(payload, lanes, raw_len).map_err(|e| bad(t, format!("tile {i}: {e}")))?;
+                    check_coded_tile(payload, lanes, raw_len).map_err(|e| bad(t, format!("tile {i}: {e}")))?;
+                } else {
+                    let need = r.count as usize * t.dtype.size();
+                    if payload.len() < need {
+                        return Err(bad(
+                            t,
+                            format!(
+                                "tile {i}: raw payload of {} bytes holds fewer than {} values",
+                                payload.len(),
+                                r.count
+                            ),
+                        ));
+                    }
                 }
                 let out = offset + r.start as usize;
                 let desc = [
@@ -216,7 +241,13 @@ impl DecodeBatch {
                 batch.data.extend(words(payload));
             }
             let elements = t.elements() as usize;
-            batch.outputs.push(BatchOutput { name: t.name.clone(), shape: t.shape.clone(), offset, elements });
+            batch.outputs.push(BatchOutput {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                offset,
+                elements,
+                first_tile,
+            });
             batch.output_elements = (offset + elements).next_multiple_of(2);
         }
         if batch.data.is_empty() {
@@ -255,9 +286,49 @@ impl DecodeBatch {
         Ok((batches, plain))
     }
 
+    /// The kernel variant.
+    pub fn scheme(&self) -> KernelScheme {
+        self.scheme
+    }
+
+    /// Lanes per tile.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Where each tensor's values land in the output.
+    pub fn outputs(&self) -> &[BatchOutput] {
+        &self.outputs
+    }
+
+    /// Elements in the output buffer (a multiple of 2).
+    pub fn output_elements(&self) -> usize {
+        self.output_elements
+    }
+
+    /// The container the tiles come from.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Bytes of the launch's input buffers (payloads, descriptors, tables, scales).
+    pub fn input_bytes(&self) -> usize {
+        4 * (self.data.len() + self.tiles.len() + self.tables.len() + self.scales.len())
+    }
+
     /// Number of tiles (cubes launched).
     pub fn num_tiles(&self) -> usize {
         self.tiles.len() / DESC_WORDS
+    }
+
+    /// The tensor that tile `tile` of the batch belongs to, and the tile's index within it.
+    pub fn tile_origin(&self, tile: usize) -> Option<(&str, usize)> {
+        origin_of(&self.outputs, tile)
+    }
+
+    /// The error for a tile that failed to decode: names the file, the tensor and its tile.
+    pub fn tile_error(&self, tile: Option<usize>, reason: String) -> KernelError {
+        tile_error(&self.path, &self.outputs, tile, reason)
     }
 
     /// Whether every tile can be written as 16-bit pairs without two cubes sharing a word: tiles
@@ -283,10 +354,35 @@ impl DecodeBatch {
     }
 }
 
-/// Checks a coded tile's lane table before upload: the lane ends must be non-decreasing and
-/// within the payload, so the kernel's reads stay inside the tile.
-fn check_lane_table(payload: &[u8], lanes: usize, raw_len: usize) -> Result<(), String> {
+pub(crate) fn origin_of(outputs: &[BatchOutput], tile: usize) -> Option<(&str, usize)> {
+    let o = outputs.iter().rev().find(|o| o.first_tile <= tile)?;
+    Some((o.name.as_str(), tile - o.first_tile))
+}
+
+pub(crate) fn tile_error(path: &str, outputs: &[BatchOutput], tile: Option<usize>, reason: String) -> KernelError {
+    match tile.and_then(|t| origin_of(outputs, t)) {
+        Some((tensor, i)) => KernelError::Tensor {
+            path: path.to_string(),
+            tensor: tensor.to_string(),
+            reason: format!("tile {i}: {reason}"),
+        },
+        None => KernelError::Tensor {
+            path: path.to_string(),
+            tensor: outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "),
+            reason,
+        },
+    }
+}
+
+/// Checks a coded tile's structure before upload, as the CPU decoder does before it decodes
+/// (`FORMAT.md` §3): every lane state in `[STATE_LOWER, 2^32)`, lane ends non-decreasing and
+/// inside the word area, the raw area and the words inside the payload. So the kernel's reads
+/// stay inside the tile; whether each lane's words decode exactly is the decode-time check.
+fn check_coded_tile(payload: &[u8], lanes: usize, raw_len: usize) -> Result<(), String> {
     let tile = read_coded_tile(payload, lanes, raw_len)?;
+    if let Some(j) = tile.states.iter().position(|&s| s < ember_codec::rans::STATE_LOWER) {
+        return Err(format!("lane {j} starts with a denormalised state"));
+    }
     let mut prev = 0;
     for (j, &end) in tile.lane_ends.iter().enumerate() {
         if end < prev {

@@ -67,6 +67,38 @@ fn build_decoder(tables: &[u32], scheme: KernelScheme, lanes: usize, d: &[u32]) 
     })
 }
 
+/// Why a host decode failed, and in which tile of the batch when the failure is a tile's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostDecodeError {
+    /// The batch tile (index into the descriptors), when one tile failed.
+    pub tile: Option<usize>,
+    /// What was wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for HostDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.tile {
+            Some(t) => write!(f, "batch tile {t}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl std::error::Error for HostDecodeError {}
+
+impl From<String> for HostDecodeError {
+    fn from(reason: String) -> Self {
+        Self { tile: None, reason }
+    }
+}
+
+impl From<&str> for HostDecodeError {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
+}
+
 /// Writes `native` values of `dtype` into `dst` as little-endian f32.
 fn widen_into(native: &[u8], dtype: Dtype, dst: &mut [u8]) -> Result<(), String> {
     let pairs = dst.chunks_exact_mut(4);
@@ -99,14 +131,19 @@ pub fn decode_batch_host(
     output: OutputKind,
     lanes: usize,
     out: &mut [u8],
-) -> Result<(), String> {
+) -> Result<(), HostDecodeError> {
+    if tiles.len() % DESC_WORDS != 0 {
+        return Err("tile descriptors are not a whole number of records".into());
+    }
     let scales = bytes_of(scales);
     let data_bytes = bytes_of(data);
     let descs: Vec<&[u32]> = tiles.chunks_exact(DESC_WORDS).collect();
     let mut decoders: HashMap<DecoderKey, TileDecoder> = HashMap::new();
-    for d in &descs {
+    for (t, d) in descs.iter().enumerate() {
         if let Entry::Vacant(slot) = decoders.entry(decoder_key(d)) {
-            slot.insert(build_decoder(tables, scheme, lanes, d)?);
+            let decoder =
+                build_decoder(tables, scheme, lanes, d).map_err(|reason| HostDecodeError { tile: Some(t), reason })?;
+            slot.insert(decoder);
         }
     }
     // Each tile's slice of the output: tiles are in output order and never overlap.
@@ -135,8 +172,10 @@ pub fn decode_batch_host(
             let decoder = &decoders[&decoder_key(d)];
             let begin = d[desc::PAYLOAD] as usize;
             let end = tiles.get((t + 1) * DESC_WORDS + desc::PAYLOAD).map_or(data.len(), |&next| next as usize);
-            let payload = data_bytes.get(4 * begin..4 * end).ok_or("tile payload outside the data")?;
-            decode_tile_into(decoder, payload, d, &scales, output, dst, scratch, native)
+            let at = |reason: String| HostDecodeError { tile: Some(t), reason };
+            let payload =
+                data_bytes.get(4 * begin..4 * end).ok_or_else(|| at("tile payload outside the data".into()))?;
+            decode_tile_into(decoder, payload, d, &scales, output, dst, scratch, native).map_err(at)
         },
     )
 }

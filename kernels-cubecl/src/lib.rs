@@ -18,7 +18,7 @@
 //! let device = ember_kernels::device::vulkan_device()?;
 //! for batch in &batches {
 //!     let flat = decode_batch(batch, &device, false); // one launch for the whole group
-//!     println!("{} tensors decoded into {:?}", batch.outputs.len(), flat.shape());
+//!     println!("{} tensors decoded into {:?}", batch.outputs().len(), flat.shape());
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

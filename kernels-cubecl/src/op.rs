@@ -8,7 +8,8 @@ use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{backend_extension, tensor::FloatTensor, tensor::IntTensor, Backend, Dispatch};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
-use crate::batch::{DecodeBatch, KernelScheme, OutputKind};
+use crate::batch::{BatchOutput, DecodeBatch, KernelScheme, OutputKind};
+use crate::error::KernelError;
 
 /// Host values a launch needs besides its buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,13 +32,21 @@ fn decode_meta(_: &TensorSpec, _: &TensorSpec, _: &TensorSpec, _: &TensorSpec, s
     TensorSpec::new([spec.elements].into(), spec.dtype)
 }
 
+fn check_meta(_: &TensorSpec, _: &TensorSpec, _: &TensorSpec, _: &TensorSpec, spec: &LaunchSpec) -> TensorSpec {
+    TensorSpec::new([spec.num_tiles.max(1)].into(), DType::U32)
+}
+
 /// Decoding `.ember` tiles as a backend operation.
+///
+/// Crate-private: the GPU implementation indexes the buffers with offsets read from the
+/// descriptors, which only buffers built by [`DecodeBatch::new`] are known to keep in bounds;
+/// [`UploadedBatch`] and [`decode_batch`] are the safe entry points.
 #[backend_extension(
     Cube: cfg(feature = "wgpu"),
     Flex: cfg(feature = "flex"),
     Fusion,
 )]
-pub trait DecodeOps: Backend {
+pub(crate) trait DecodeOps: Backend {
     /// Decodes the tiles described by `tiles` from `data` into a flat tensor of
     /// `spec.elements` values (see [`DecodeBatch`] for the buffers' layout).
     #[fusion(meta = decode_meta)]
@@ -49,6 +58,17 @@ pub trait DecodeOps: Backend {
         spec: LaunchSpec,
     ) -> FloatTensor<Self>;
 
+    /// Checks the tiles of a batch without writing values: one `u32` status per tile, 0 when it
+    /// decodes exactly (every lane consumes exactly its words and ends at the initial state).
+    #[fusion(meta = check_meta)]
+    fn ember_check_tiles(
+        data: IntTensor<Self>,
+        tiles: IntTensor<Self>,
+        tables: IntTensor<Self>,
+        scales: IntTensor<Self>,
+        spec: LaunchSpec,
+    ) -> IntTensor<Self>;
+
     /// A plain copy of a `u32` tensor into a new buffer: the device-bandwidth yardstick of the
     /// decode benchmark.
     #[fusion(dtype = input, shape = input)]
@@ -59,8 +79,10 @@ pub trait DecodeOps: Backend {
 mod cube {
     use burn_cubecl::{tensor::CubeTensor, CubeBackend};
 
+    use burn::tensor::DType;
+
     use super::{DecodeOps, LaunchSpec};
-    use crate::kernel::launch_decode_tiles;
+    use crate::kernel::{launch_decode_tiles, TileLaunch};
 
     fn words(t: &CubeTensor) -> (cubecl::server::Handle, usize) {
         (t.handle.clone(), t.meta.shape().num_elements())
@@ -84,18 +106,57 @@ mod cube {
                 spec.dtype,
             );
             let out_words = (bytes / 4).max(1);
-            launch_decode_tiles(
-                &client,
-                spec.num_tiles,
-                spec.lanes,
-                spec.scheme,
-                spec.output,
-                words(&data),
-                words(&tiles),
-                words(&tables),
-                words(&scales),
-                (out.handle.clone(), out_words),
+            // SAFETY: the four inputs are the words of one `DecodeBatch` uploaded by
+            // `UploadedBatch::new` (the only caller of this crate-private op), launched with its
+            // tile count, lanes and scheme, and `out` holds the batch's output words.
+            unsafe {
+                launch_decode_tiles(
+                    &client,
+                    spec.num_tiles,
+                    spec.lanes,
+                    spec.scheme,
+                    TileLaunch::Decode(spec.output),
+                    words(&data),
+                    words(&tiles),
+                    words(&tables),
+                    words(&scales),
+                    (out.handle.clone(), out_words),
+                )
+            };
+            out
+        }
+
+        fn ember_check_tiles(
+            data: CubeTensor,
+            tiles: CubeTensor,
+            tables: CubeTensor,
+            scales: CubeTensor,
+            spec: LaunchSpec,
+        ) -> CubeTensor {
+            let client = data.client.clone();
+            let n = spec.num_tiles.max(1);
+            let out = CubeTensor::new_contiguous(
+                client.clone(),
+                data.device.clone(),
+                [n].into(),
+                client.empty(4 * n),
+                DType::U32,
             );
+            // SAFETY: as in `ember_decode`; `out` holds one word per tile.
+            unsafe {
+                launch_decode_tiles(
+                    &client,
+                    spec.num_tiles,
+                    spec.lanes,
+                    spec.scheme,
+                    TileLaunch::Check,
+                    words(&data),
+                    words(&tiles),
+                    words(&tables),
+                    words(&scales),
+                    (out.handle.clone(), n),
+                )
+            };
             out
         }
 
@@ -109,7 +170,8 @@ mod cube {
                 client.empty(4 * words.max(1)),
                 input.dtype,
             );
-            crate::kernel::launch_copy_words(&client, handle, out.handle.clone(), words);
+            // SAFETY: `input` holds `words` words and `out` was just allocated with as many.
+            unsafe { crate::kernel::launch_copy_words(&client, handle, out.handle.clone(), words) };
             out
         }
     }
@@ -126,9 +188,12 @@ mod flex {
     use super::{DecodeOps, LaunchSpec};
     use crate::cpu::decode_batch_host;
 
+    /// The words of a host tensor. Only this crate builds the op's inputs (as `u32` tensors of
+    /// a `DecodeBatch`), so a failed read is a bug here, not bad input.
     fn host_words(t: IntTensor<Flex>) -> Vec<u32> {
-        let data = pollster::block_on(Flex::int_into_data(t)).expect("reading a host tensor cannot fail");
-        data.try_into_vec::<u32>().expect("decode buffers are u32 tensors")
+        let data =
+            pollster::block_on(Flex::int_into_data(t)).unwrap_or_else(|e| panic!("reading a host tensor: {e:?}"));
+        data.try_into_vec::<u32>().unwrap_or_else(|e| panic!("ember decode buffers are u32 tensors: {e:?}"))
     }
 
     impl DecodeOps for Flex {
@@ -141,7 +206,7 @@ mod flex {
         ) -> FloatTensor<Self> {
             let device = data.device();
             let mut out = vec![0u8; spec.elements * spec.dtype.size()];
-            decode_batch_host(
+            let decoded = decode_batch_host(
                 &host_words(data),
                 &host_words(tiles),
                 &host_words(tables),
@@ -150,26 +215,96 @@ mod flex {
                 spec.output,
                 spec.lanes,
                 &mut out,
-            )
-            .expect("the batch was validated when it was built");
+            );
+            if let Err(e) = decoded {
+                super::failed_after_validation(&e);
+            }
             Flex::float_from_data(TensorData::from_bytes_vec(out, [spec.elements], spec.dtype), &device)
+        }
+
+        fn ember_check_tiles(
+            data: IntTensor<Self>,
+            tiles: IntTensor<Self>,
+            tables: IntTensor<Self>,
+            scales: IntTensor<Self>,
+            spec: LaunchSpec,
+        ) -> IntTensor<Self> {
+            let device = data.device();
+            let mut status = vec![0u32; spec.num_tiles.max(1)];
+            let mut out = vec![0u8; spec.elements * spec.dtype.size()];
+            let decoded = decode_batch_host(
+                &host_words(data),
+                &host_words(tiles),
+                &host_words(tables),
+                &host_words(scales),
+                spec.scheme,
+                spec.output,
+                spec.lanes,
+                &mut out,
+            );
+            if let Err(e) = decoded {
+                // A failure that is not one tile's marks them all.
+                match e.tile.and_then(|t| status.get_mut(t)) {
+                    Some(s) => *s = 1,
+                    None => status.fill(1),
+                }
+            }
+            let n = status.len();
+            Flex::int_from_data(TensorData::new(status, [n]), &device)
         }
 
         fn ember_copy_words(input: IntTensor<Self>) -> IntTensor<Self> {
             let device = input.device();
-            Flex::int_from_data(pollster::block_on(Flex::int_into_data(input)).expect("host tensor"), &device)
+            let data = pollster::block_on(Flex::int_into_data(input))
+                .unwrap_or_else(|e| panic!("reading a host tensor: {e:?}"));
+            Flex::int_from_data(data, &device)
         }
     }
 }
 
+/// A decode that failed although its batch passed [`validate_batch`] (or
+/// [`UploadedBatch::validate`]): the bytes changed under us or a decoder disagrees with the
+/// validation. Decodes run inside `Param::val()`, which cannot return an error, so this fails
+/// loudly, once, with the decoder's own text.
+#[cold]
+fn failed_after_validation(e: &dyn std::fmt::Display) -> ! {
+    panic!("ember: decoding a validated batch failed: {e}")
+}
+
 /// Runs one batch on `device` and returns the flat output (F32, or BF16/F16 with `native16`
 /// where the batch allows it, see [`DecodeBatch::supports_native16`]).
+///
+/// For batches already checked with [`validate_batch`]: a GPU decode does not check the lanes'
+/// ends, so an unchecked crafted tile would decode to garbage there; on the CPU path a failure
+/// panics with the decoder's error. Use [`try_decode_batch`] for a batch checked on first use.
 pub fn decode_batch(batch: &DecodeBatch, device: &Device, native16: bool) -> Tensor<1> {
     if is_host(device) {
-        let data = decode_batch_to_data(batch, native16).expect("the batch was validated when it was built");
+        let data = decode_batch_to_data(batch, native16).unwrap_or_else(|e| failed_after_validation(&e));
         return host_tensor(data, device);
     }
     UploadedBatch::new(batch, device, native16).decode()
+}
+
+/// [`decode_batch`] for a batch not checked yet: on the CPU path the decode itself checks every
+/// lane; on a GPU the batch is checked first (one status word per tile, read back).
+pub fn try_decode_batch(batch: &DecodeBatch, device: &Device, native16: bool) -> Result<Tensor<1>, KernelError> {
+    if is_host(device) {
+        return Ok(host_tensor(decode_batch_to_data(batch, native16)?, device));
+    }
+    let up = UploadedBatch::new(batch, device, native16);
+    up.validate()?;
+    Ok(up.decode())
+}
+
+/// Checks that every tile of `batch` decodes exactly on `device` (`FORMAT.md` §3: each lane
+/// consumes exactly its words and ends at the initial state), naming the file, tensor and tile
+/// that does not. On the CPU path this is a decode into scratch memory; on a GPU it is the check
+/// kernel (the decode's rANS steps without writing values) and a read-back of one word per tile.
+pub fn validate_batch(batch: &DecodeBatch, device: &Device) -> Result<(), KernelError> {
+    if is_host(device) {
+        return decode_batch_to_data(batch, false).map(drop);
+    }
+    UploadedBatch::new(batch, device, false).validate()
 }
 
 /// Copies a `u32` tensor on its device (the bandwidth yardstick of `decode-bench`).
@@ -179,7 +314,8 @@ pub fn copy_words(t: Tensor<1, Int>) -> Tensor<1, Int> {
 
 /// Decodes `batch` on the host into an F32 (or, with `native16` where the batch allows it,
 /// BF16/F16) tensor payload of `output_elements` values: the CPU path, with no tensor round trip.
-pub fn decode_batch_to_data(batch: &DecodeBatch, native16: bool) -> Result<TensorData, String> {
+/// Every lane is checked as it decodes; an error names the file, tensor and tile.
+pub fn decode_batch_to_data(batch: &DecodeBatch, native16: bool) -> Result<TensorData, KernelError> {
     let (output, dtype) = output_of(batch, native16);
     let elements = batch.output_elements.max(2);
     let mut out = vec![0u8; elements * dtype.size()];
@@ -192,7 +328,8 @@ pub fn decode_batch_to_data(batch: &DecodeBatch, native16: bool) -> Result<Tenso
         output,
         batch.lanes,
         &mut out,
-    )?;
+    )
+    .map_err(|e| batch.tile_error(e.tile, e.reason))?;
     Ok(TensorData::from_bytes_vec(out, [elements], dtype))
 }
 
@@ -242,6 +379,9 @@ struct DeviceBuffers {
     tiles: Tensor<1, Int>,
     tables: Tensor<1, Int>,
     scales: Tensor<1, Int>,
+    /// The container and the tensors' tile ranges, to name a tile that fails its check.
+    path: String,
+    outputs: Vec<BatchOutput>,
 }
 
 /// Uploads a batch's buffers once, for repeated launches (benchmarks, resident weights).
@@ -251,7 +391,8 @@ pub struct UploadedBatch {
 }
 
 impl UploadedBatch {
-    /// Uploads `batch` to `device`; `native16` as in [`decode_batch`].
+    /// Uploads `batch` to `device`; `native16` as in [`decode_batch`]. Call
+    /// [`UploadedBatch::validate`] once before trusting its decodes on a GPU.
     pub fn new(batch: &DecodeBatch, device: &Device, native16: bool) -> Self {
         let (output, dtype) = output_of(batch, native16);
         let upload =
@@ -264,6 +405,8 @@ impl UploadedBatch {
                 tiles: upload(&batch.tiles),
                 tables: upload(&batch.tables),
                 scales: upload(&batch.scales),
+                path: batch.path.clone(),
+                outputs: batch.outputs.clone(),
             }))
         };
         Self {
@@ -279,6 +422,37 @@ impl UploadedBatch {
         }
     }
 
+    /// Checks every tile where it will be decoded (see [`validate_batch`]): the uploaded bytes
+    /// never change, so one check covers every later [`UploadedBatch::decode`].
+    pub fn validate(&self) -> Result<(), KernelError> {
+        let b = match &self.buffers {
+            Buffers::Host { batch, .. } => return decode_batch_to_data(batch, false).map(drop),
+            Buffers::Device(b) => b,
+        };
+        let status = Tensor::<1, Int>::from_dispatch(<Dispatch as DecodeOps>::ember_check_tiles(
+            b.data.clone().into_dispatch(),
+            b.tiles.clone().into_dispatch(),
+            b.tables.clone().into_dispatch(),
+            b.scales.clone().into_dispatch(),
+            self.spec.clone(),
+        ));
+        let data = status.try_into_data().map_err(|e| {
+            crate::batch::tile_error(&b.path, &b.outputs, None, format!("reading the tile check back: {e:?}"))
+        })?;
+        let words = data.convert::<u32>().try_into_vec::<u32>().map_err(|e| {
+            crate::batch::tile_error(&b.path, &b.outputs, None, format!("reading the tile check back: {e:?}"))
+        })?;
+        match words.iter().take(self.spec.num_tiles).position(|&w| w != 0) {
+            None => Ok(()),
+            Some(t) => Err(crate::batch::tile_error(
+                &b.path,
+                &b.outputs,
+                Some(t),
+                "a lane does not decode to its exact end (stream corrupt)".into(),
+            )),
+        }
+    }
+
     /// Decodes the batch into a new flat tensor.
     pub fn decode(&self) -> Tensor<1> {
         match &self.buffers {
@@ -291,7 +465,7 @@ impl UploadedBatch {
             )),
             Buffers::Host { batch, device } => {
                 let data = decode_batch_to_data(batch, self.spec.output == OutputKind::Native16)
-                    .expect("the batch was validated when it was built");
+                    .unwrap_or_else(|e| failed_after_validation(&e));
                 host_tensor(data, device)
             }
         }
@@ -311,9 +485,7 @@ impl UploadedBatch {
                     + b.tables.shape().num_elements()
                     + b.scales.shape().num_elements())
             }
-            Buffers::Host { batch, .. } => {
-                4 * (batch.data.len() + batch.tiles.len() + batch.tables.len() + batch.scales.len())
-            }
+            Buffers::Host { batch, .. } => batch.input_bytes(),
         }
     }
 }

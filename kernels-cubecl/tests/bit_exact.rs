@@ -103,7 +103,7 @@ fn check_device(device: &Device, label: &str) {
     for batch in &batches {
         let (dtype, out) = to_bytes(decode_batch(batch, device, false));
         assert_eq!(dtype, DType::F32);
-        for o in &batch.outputs {
+        for o in batch.outputs() {
             let got = &out[4 * o.offset..4 * (o.offset + o.elements)];
             let want = reference_f32(&file, &o.name);
             if let Some(i) = (0..o.elements).find(|&i| got[4 * i..4 * i + 4] != want[4 * i..4 * i + 4]) {
@@ -121,7 +121,7 @@ fn check_device(device: &Device, label: &str) {
         if batch.supports_native16() {
             let (dtype, out) = to_bytes(decode_batch(batch, device, true));
             assert!(matches!(dtype, DType::BF16 | DType::F16));
-            for o in &batch.outputs {
+            for o in batch.outputs() {
                 let i = cases.iter().position(|c| c.name == o.name).unwrap();
                 assert_eq!(
                     &out[2 * o.offset..2 * (o.offset + o.elements)],
@@ -166,7 +166,7 @@ fn one_launch_decodes_a_whole_block_of_tensors() {
     let batch = DecodeBatch::new(&file, &entries).unwrap();
     assert!(batch.num_tiles() > names.len());
     let (_, out) = to_bytes(decode_batch(&batch, &vulkan(), true));
-    for (o, orig) in batch.outputs.iter().zip(&originals) {
+    for (o, orig) in batch.outputs().iter().zip(&originals) {
         assert_eq!(&out[2 * o.offset..2 * (o.offset + o.elements)], &orig[..], "{}", o.name);
     }
 }

@@ -98,8 +98,9 @@ impl GgufSource {
             }
             let unpermute_heads = unpermute_heads(t, hparams.as_ref());
             if let Some(h) = unpermute_heads {
+                // A 0-dim tensor, zero rows or zero heads would pass a plain `rows % (2h)` test.
                 let rows = t.shape.first().copied().unwrap_or(0);
-                if t.shape.len() > 2 || rows % (2 * h) != 0 {
+                if t.shape.is_empty() || t.shape.len() > 2 || h == 0 || rows == 0 || rows % (2 * h) != 0 {
                     bail!(
                         "{}: tensor `{}` has shape {:?}, which does not split into {h} heads of an even size",
                         path.display(),
@@ -151,8 +152,9 @@ impl GgufSource {
             let t = &self.file.tensors()[e.index];
             let mut values = self.file.dequantize(&t.name)?;
             if let Some(heads) = e.unpermute_heads {
-                let rows = t.shape[0];
-                values = unpermute_qk(&values, rows, values.len() / rows.max(1), heads);
+                // `open` checked that Q/K tensors have rows that split into the heads.
+                let rows = t.shape.first().copied().unwrap_or(1).max(1);
+                values = unpermute_qk(&values, rows, values.len() / rows, heads);
             }
             let data = self.dtype.encode(&values);
             drop(values);

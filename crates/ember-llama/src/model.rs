@@ -299,13 +299,26 @@ impl Llama {
     /// # Panics
     /// If `cache` was made for a different number of layers.
     pub fn forward(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        if let Some(empty) = self.empty_logits(&tokens) {
+            return empty;
+        }
         let hidden = self.hidden_states(tokens, cache);
         self.logits(hidden)
+    }
+
+    /// An empty sequence has no positions: its logits are `[batch, 0, vocab]` and the cache is
+    /// left as it was (rather than a panic on the missing last position).
+    fn empty_logits(&self, tokens: &Tensor<2, Int>) -> Option<Tensor<3>> {
+        let [batch, seq] = tokens.dims();
+        (seq == 0).then(|| Tensor::zeros([batch, 0, self.config.vocab_size], &tokens.device()))
     }
 
     /// Logits of the last position only, `[batch, 1, vocab]`: what generation needs, without
     /// projecting every prompt position onto the vocabulary.
     pub fn forward_last(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        if let Some(empty) = self.empty_logits(&tokens) {
+            return empty;
+        }
         let hidden = self.hidden_states(tokens, cache);
         let s = hidden.dims()[1];
         self.logits(hidden.narrow(1, s - 1, 1))

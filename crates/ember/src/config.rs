@@ -158,6 +158,10 @@ pub struct Config {
     pub sync_timing: bool,
     /// Fused products of compressed weights (default [`FusedMode::Auto`]).
     pub fused: FusedMode,
+    /// The largest single buffer a weight may need (its decoded f32 tensor or its compressed
+    /// words), below the device's own limit: attach refuses a larger weight, naming it. `None`
+    /// (default): the device's limit alone. Lower it to rehearse a smaller GPU.
+    pub max_buffer_bytes: Option<u64>,
 }
 
 impl Config {
@@ -179,6 +183,7 @@ impl Config {
             allow_missing: false,
             sync_timing: false,
             fused: FusedMode::Auto,
+            max_buffer_bytes: None,
         }
     }
 
@@ -221,6 +226,12 @@ impl Config {
     /// Sets the fused mode (see [`FusedMode`]).
     pub fn fused(mut self, mode: FusedMode) -> Self {
         self.fused = mode;
+        self
+    }
+
+    /// Sets [`Config::max_buffer_bytes`].
+    pub fn max_buffer_bytes(mut self, bytes: u64) -> Self {
+        self.max_buffer_bytes = Some(bytes);
         self
     }
 

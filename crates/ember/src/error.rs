@@ -76,8 +76,9 @@ pub enum EmberError {
     /// A weight larger than the device's largest buffer (lavapipe binds at most 128 MiB, less
     /// than a Llama-3-8B MLP matrix in f32): checked at attach, not left to the allocator.
     #[error(
-        "{path}: tensor `{tensor}` needs a {bytes}-byte buffer but the device binds at most {limit} \
-         bytes; run it on a device with larger buffers or on the CPU path"
+        "{path}: tensor `{tensor}` needs a {bytes}-byte buffer but at most {limit} bytes fit one \
+         (the device's limit, or Config::max_buffer_bytes); run it on a device with larger buffers \
+         or on the CPU path"
     )]
     TooLargeForDevice {
         /// The container.
@@ -86,7 +87,7 @@ pub enum EmberError {
         tensor: String,
         /// Its decoded f32 size (or its compressed size, if larger).
         bytes: u64,
-        /// The device's largest buffer.
+        /// The largest buffer allowed (the device's, or the configured one if lower).
         limit: u64,
     },
     /// A budget string that does not parse.

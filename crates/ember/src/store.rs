@@ -167,7 +167,11 @@ impl Store {
         // Every weight is decoded into one device buffer: refuse up front what the device cannot
         // bind, naming the tensor, rather than failing deep inside the allocator at first use.
         for m in &matched {
-            if let Some(limit) = device_buffer_limit(&m.device) {
+            let limit = match (device_buffer_limit(&m.device), config.max_buffer_bytes) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => d.or(c),
+            };
+            if let Some(limit) = limit {
                 let bytes = largest_buffer_bytes(m.entry);
                 if bytes > limit {
                     return Err(EmberError::TooLargeForDevice {
@@ -202,9 +206,9 @@ impl Store {
             let batch = DecodeBatch::new(&self.file, &[m.entry])?;
             if *keep {
                 plans.insert(m.param.clone(), Plan::Compressed(weights.len()));
-                weights.push(Weight::new(batch, config.residency, &m.device, m.param.clone(), m.entry, m.transpose));
+                weights.push(Weight::new(batch, config.residency, &m.device, m.param.clone(), m.entry, m.transpose)?);
             } else {
-                let w = Weight::new(batch, Residency::Host, &m.device, m.param.clone(), m.entry, m.transpose);
+                let w = Weight::new(batch, Residency::Host, &m.device, m.param.clone(), m.entry, m.transpose)?;
                 let flat = w.decode_flat();
                 dense.0 += 1;
                 dense.1 += w.decoded_bytes;

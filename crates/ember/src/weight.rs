@@ -5,7 +5,8 @@ use burn::tensor::{Device, Tensor};
 use ember_kernels::batch::DecodeBatch;
 use ember_kernels::fused::form::FastWeight;
 use ember_kernels::fused::op::FusedWeight;
-use ember_kernels::op::{decode_batch, UploadedBatch};
+use ember_kernels::op::{decode_batch, validate_batch, UploadedBatch};
+use ember_kernels::KernelError;
 
 use crate::config::Residency;
 
@@ -41,6 +42,9 @@ pub(crate) struct Weight {
 }
 
 impl Weight {
+    /// Keeps `batch` where `residency` says, after checking on `device` that every tile
+    /// decodes exactly (so a crafted file is an error here, naming the tensor and tile, rather
+    /// than a panic or garbage inside a forward pass, where `Param::val()` cannot fail).
     pub(crate) fn new(
         batch: DecodeBatch,
         residency: Residency,
@@ -48,14 +52,20 @@ impl Weight {
         param: String,
         entry: &ember_codec::TensorEntry,
         transpose: bool,
-    ) -> Self {
-        let compressed_bytes =
-            (4 * (batch.data.len() + batch.tiles.len() + batch.tables.len() + batch.scales.len())) as u64;
+    ) -> Result<Self, KernelError> {
+        let compressed_bytes = batch.input_bytes() as u64;
         let source = match residency {
-            Residency::Host => Source::Host(batch),
-            Residency::Device => Source::Device(Box::new(UploadedBatch::new(&batch, device, false))),
+            Residency::Host => {
+                validate_batch(&batch, device)?;
+                Source::Host(batch)
+            }
+            Residency::Device => {
+                let up = UploadedBatch::new(&batch, device, false);
+                up.validate()?;
+                Source::Device(Box::new(up))
+            }
         };
-        Self::with_source(source, compressed_bytes, device, param, entry, transpose)
+        Ok(Self::with_source(source, compressed_bytes, device, param, entry, transpose))
     }
 
     /// A weight kept in its fast form (fused products; decodes come from the same form).

@@ -11,6 +11,9 @@ use ember::{Cache, Config, EmberError, NameMap, Residency, Selection, Store, Tar
 use ember_codec::synthetic::{llama_like_f32, to_bf16_bytes};
 use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
 
+#[path = "../../../tests/support/forge.rs"]
+mod forge;
+
 const IN: usize = 96;
 const HID: usize = 160;
 const OUT: usize = 48;
@@ -399,37 +402,57 @@ fn misuse_gives_clear_errors() {
     assert!(e.contains("bad.ember"), "{e}");
 }
 
+/// A weight over the largest buffer is refused at attach, naming it — on whatever GPU runs the
+/// test: below a configured cap everywhere, and below the device's own limit where that limit is
+/// small enough to build such a weight here (lavapipe's 128 MiB; a real GPU's takes gigabytes).
 #[test]
 fn a_weight_over_the_devices_largest_buffer_is_refused_at_attach() {
     let (device, _gpu) = vulkan();
-    let limit = ember_kernels::device::open_vulkan().expect("opened above").max_buffer_bytes;
-    if limit > 1 << 30 {
-        // A real GPU: a weight over its limit would take gigabytes to build here.
-        eprintln!("skipped: the device binds {limit} bytes; this test needs a small limit like lavapipe's");
-        return;
-    }
-    let cols = 8192usize;
-    let rows = (limit as usize / 4).div_ceil(cols) + 1;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("huge.ember");
-    let mut w = ContainerWriter::create(&path).unwrap();
-    let data = vec![0u8; 2 * rows * cols];
-    let shape = [rows as u64, cols as u64];
-    w.add(encode_tensor("weight", Dtype::BF16, &shape, &data, SchemeKind::Raw, &EncodeOptions::default()).unwrap())
-        .unwrap();
-    w.finish().unwrap();
-    let store = Store::open(&path).unwrap();
-    let model: Linear = LinearConfig::new(cols, rows).with_bias(false).init(&device);
-    let err = store.attach(model, Config::new(NoCache).names(torch_names())).unwrap_err();
-    match &err {
-        EmberError::TooLargeForDevice { tensor, bytes, limit: l, .. } => {
-            assert_eq!(tensor, "weight");
-            assert_eq!(*bytes, 4 * (rows * cols) as u64);
-            assert_eq!(*l, limit);
+    let refused = |path: &std::path::Path, rows: usize, cols: usize, config: Config, limit: u64| {
+        let store = Store::open(path).unwrap();
+        let model: Linear = LinearConfig::new(cols, rows).with_bias(false).init(&device);
+        let err = store.attach(model, config.names(torch_names())).unwrap_err();
+        match &err {
+            EmberError::TooLargeForDevice { tensor, bytes, limit: l, .. } => {
+                assert_eq!(tensor, "weight");
+                assert_eq!(*bytes, 4 * (rows * cols) as u64);
+                assert_eq!(*l, limit);
+            }
+            other => panic!("expected TooLargeForDevice, got {other}"),
         }
-        other => panic!("expected TooLargeForDevice, got {other}"),
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    };
+    let write = |name: &str, rows: usize, cols: usize| {
+        let path = std::env::temp_dir().join(format!("ember-limit-{}-{name}", std::process::id()));
+        let mut w = ContainerWriter::create(&path).unwrap();
+        let data = vec![0u8; 2 * rows * cols];
+        let shape = [rows as u64, cols as u64];
+        let t = encode_tensor("weight", Dtype::BF16, &shape, &data, SchemeKind::Raw, &EncodeOptions::default());
+        w.add(t.unwrap()).unwrap();
+        w.finish().unwrap();
+        path
+    };
+
+    // A configured cap below the device's limit, on any device.
+    let (rows, cols) = (64usize, 256usize);
+    let small = write("small.ember", rows, cols);
+    let cap = (4 * rows * cols) as u64 - 4;
+    refused(&small, rows, cols, Config::new(NoCache).max_buffer_bytes(cap), cap);
+    let store = Store::open(&small).unwrap();
+    let model: Linear = LinearConfig::new(cols, rows).with_bias(false).init(&device);
+    let config = Config::new(NoCache).names(torch_names()).max_buffer_bytes(cap + 4);
+    store.attach(model, config).expect("a weight of exactly the cap fits");
+    std::fs::remove_file(&small).unwrap();
+
+    // The device's own limit.
+    let limit = ember_kernels::device::open_vulkan().expect("opened above").max_buffer_bytes;
+    if limit <= 1 << 30 {
+        let cols = 8192usize;
+        let rows = (limit as usize / 4).div_ceil(cols) + 1;
+        let huge = write("huge.ember", rows, cols);
+        refused(&huge, rows, cols, Config::new(NoCache), limit);
+        std::fs::remove_file(&huge).unwrap();
     }
-    assert!(err.to_string().contains("huge.ember"), "{err}");
 }
 
 /// The same MLP on ember's drop-in layers, which multiply compressed weights fused.
@@ -512,4 +535,50 @@ fn fused_layers_match_dense_on_the_cpu_path() {
 fn fused_layers_match_dense_and_leak_nothing_on_vulkan() {
     let (device, _gpu) = vulkan();
     check_fused_layers(&device, true);
+}
+
+/// A crafted file (one tile's lane state changed, checksums recomputed) passes `Store::open` but
+/// is refused at attach with an error naming the file, tensor and tile — on the CPU path and on
+/// Vulkan, whatever the policy, residency and fused mode — so no forward pass ever meets it.
+#[test]
+fn a_crafted_tile_is_refused_at_attach_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    for scheme in [SchemeKind::Lossless, SchemeKind::Int8] {
+        let good = write_container(dir.path(), "good.ember", scheme, 5);
+        let crafts: [(&str, fn(&mut [u8])); 2] = [
+            ("lane 0 starts with a denormalised state", |p| forge::set_states(p, 32, 0)),
+            ("exact end", forge::nudge_first_state),
+        ];
+        for (why, edit) in crafts {
+            let bytes = forge::forge_tile(&std::fs::read(&good).unwrap(), "down.weight", 1, edit);
+            let path = dir.path().join("crafted.ember");
+            std::fs::write(&path, bytes).unwrap();
+            let store = Store::open(&path).expect("the forged checksums pass");
+            let (gpu, _guard) = vulkan();
+            for device in [Device::flex(), gpu] {
+                for residency in [Residency::Host, Residency::Device] {
+                    for fused in [ember::FusedMode::Off, ember::FusedMode::On] {
+                        for policy in policies(1 << 20) {
+                            let config =
+                                Config::new((policy.1)()).residency(residency).names(torch_names()).fused(fused);
+                            let err = store.attach(Mlp::new(&device), config).unwrap_err().to_string();
+                            let case = format!("{scheme} {why} {device:?} {residency:?} {fused:?} {}", policy.0);
+                            assert!(
+                                err.contains("crafted.ember") && err.contains("down.weight") && err.contains("tile 1"),
+                                "{case}: {err}"
+                            );
+                            assert!(err.contains(why) || err.contains("did not decode"), "{case}: {err}");
+                        }
+                        // Kept dense (not selected): decoded at attach, checked all the same.
+                        let config = Config::new(NoCache)
+                            .names(torch_names())
+                            .fused(fused)
+                            .select(Selection::all().include("up").unwrap());
+                        let err = store.attach(Mlp::new(&device), config).unwrap_err().to_string();
+                        assert!(err.contains("down.weight") && err.contains("tile 1"), "{err}");
+                    }
+                }
+            }
+        }
+    }
 }

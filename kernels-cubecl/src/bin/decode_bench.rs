@@ -134,8 +134,16 @@ fn run_device(
                 continue;
             }
             let up = UploadedBatch::new(&batch, device, native16);
+            up.validate().map_err(|e| anyhow::anyhow!("{case}: tile check: {e}"))?;
             verify(&up, &batch, native16, case)?;
             let secs = best_of(device, o.reps, || drop(up.decode()))?;
+            // The one-time tile check (run when a weight is attached), timed like a decode: its
+            // status read-back included.
+            let mut failed = None;
+            let check = best_of(device, o.reps, || failed = up.validate().err().or(failed.take()))?;
+            if let Some(e) = failed {
+                bail!("{case}: the tile check failed on a later run: {e}");
+            }
             let out_bytes = up.output_bytes();
             let gbps = out_bytes as f64 / secs / 1e9;
             rows.push(json!({
@@ -145,13 +153,15 @@ fn run_device(
                 "seconds": secs, "decoded_gbps": gbps,
                 "bf16_weights_gbps": (t.elements() * 2) as f64 / secs / 1e9,
                 "decode_vs_copy": gbps / copy,
+                "check_seconds": check, "check_vs_decode": check / secs,
             }));
             if !o.json {
                 println!(
-                    "{label:>6} {case:<24} -> {:<4} {:>8.2} GB/s decoded ({:.2}x of copy)",
+                    "{label:>6} {case:<24} -> {:<4} {:>8.2} GB/s decoded ({:.2}x of copy); tile check {:.2}x a decode",
                     if native16 { "bf16" } else { "f32" },
                     gbps,
-                    gbps / copy
+                    gbps / copy,
+                    check / secs
                 );
             }
         }

@@ -12,14 +12,17 @@ pub fn copy_words_kernel(input: &[u32], out: &mut [u32]) {
 }
 
 /// Copies `words` words from `input` to `out` on `client`.
-pub fn launch_copy_words(
+///
+/// # Safety
+/// `input` and `out` must be live buffers on `client` of at least `words` `u32` words each.
+pub unsafe fn launch_copy_words(
     client: &cubecl::client::Client,
     input: cubecl::server::Handle,
     out: cubecl::server::Handle,
     words: usize,
 ) {
     let grid = super::cube_grid(words.div_ceil(256));
-    // SAFETY: both handles hold `words` words (the caller allocates them).
+    // SAFETY: both handles hold at least `words` words (the caller's contract).
     unsafe {
         copy_words_kernel::launch(
             client,

@@ -7,6 +7,12 @@
 //! of a round are coalesced. The scheme and output kind are comptime, so each combination is a
 //! separate, branch-free kernel. Reads are clamped to the lane's words: a tile the host has not
 //! validated still cannot make the kernel read outside its buffers' bounds checks.
+//!
+//! The `check` variant runs the same rANS lanes without assembling or writing values and writes
+//! one status word per tile instead: non-zero when a lane started outside `[L, 2^32)`, did not
+//! consume exactly its words, or did not end back at `L` (`FORMAT.md` §3). A batch is checked
+//! once, on the device that decodes it, before it is used; decodes then run unchecked at full
+//! speed on data that cannot change.
 
 use cubecl::prelude::*;
 
@@ -125,6 +131,7 @@ fn decode_coded(
     #[comptime] scheme: u32,
     #[comptime] native16: bool,
     #[comptime] lanes: usize,
+    #[comptime] check: bool,
 ) {
     let d = CUBE_POS * DESC_WORDS;
     let lane = UNIT_POS as usize;
@@ -138,7 +145,7 @@ fn decode_coded(
     let cols = tiles[d + desc::COLS] as usize;
     let block = tiles[d + desc::BLOCK] as usize;
     let rounds = (count + lanes - 1) / lanes;
-    let mut stage = Shared::<[u32]>::new_slice(comptime!(if native16 { lanes } else { 1 }));
+    let mut stage = Shared::<[u32]>::new_slice(comptime!(if native16 || check { lanes } else { 1 }));
 
     // The slot table, shared by every lane of the tile.
     let mut table = Shared::<[u32]>::new_slice(TABLE_CAPACITY);
@@ -169,6 +176,10 @@ fn decode_coded(
     }
     let slot_mask = (1u32 << prob_bits) - 1;
     let blocks_per_row = (cols + block - 1) / block;
+    let mut bad = 0u32;
+    if x < 65536u32 || pos > end || end > total_words {
+        bad = 1u32;
+    }
 
     for k in 0..rounds {
         let i = k * lanes + lane;
@@ -189,7 +200,9 @@ fn decode_coded(
             }
             let sym = e >> 24;
 
-            if comptime!(scheme == KernelScheme::LosslessBf16 as u32) {
+            if comptime!(check) {
+                // Status only: nothing is assembled or written.
+            } else if comptime!(scheme == KernelScheme::LosslessBf16 as u32) {
                 let r = packed_field(data, raw_base, i, 8usize);
                 value = ((r & 0x80) << 8) | (sym << 7) | (r & 0x7F);
                 if comptime!(!native16) {
@@ -229,19 +242,36 @@ fn decode_coded(
                 let product = f32::cast_from(sym) * scale;
                 value = u32::reinterpret(product + min);
             }
-            if comptime!(!native16) {
+            if comptime!(!native16 && !check) {
                 out[out_off + i] = value;
             }
         }
-        if comptime!(native16) {
+        if comptime!(native16 && !check) {
             write_pairs(out, &mut stage, value, out_off, k, count, lanes);
+        }
+    }
+    if comptime!(check) {
+        // FORMAT.md §3: every lane consumed exactly its words and ended back at L.
+        if x != 65536u32 || pos != end {
+            bad = 1u32;
+        }
+        stage[lane] = bad;
+        sync_cube();
+        if lane == 0 {
+            let mut any = 0u32;
+            for j in 0..lanes {
+                any |= stage[j];
+            }
+            out[CUBE_POS] = any;
         }
     }
 }
 
 /// Decodes a batch of tiles. `out` receives `f32` bits (one word per element) or, for
-/// [`OutputKind::Native16`], pairs of 16-bit values per word.
+/// [`OutputKind::Native16`], pairs of 16-bit values per word; with `check`, one status word per
+/// tile (0: the tile decodes exactly) and no values.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 pub fn decode_tiles_kernel(
     data: &[u32],
     tiles: &[u32],
@@ -251,27 +281,53 @@ pub fn decode_tiles_kernel(
     #[comptime] scheme: u32,
     #[comptime] output: u32,
     #[comptime] lanes: usize,
+    #[comptime] check: bool,
 ) {
     let native16 = comptime!(output == OutputKind::Native16 as u32);
     // Spare cubes of a 2-D grid have no tile (uniform per cube, so barriers stay safe).
     if CUBE_POS * DESC_WORDS < tiles.len() {
         if comptime!(scheme >= KernelScheme::RawBf16 as u32) {
-            copy_raw(data, tiles, out, scheme, native16, lanes);
+            if comptime!(check) {
+                // Raw lengths were checked on the host; nothing to decode.
+                if UNIT_POS == 0 {
+                    out[CUBE_POS] = 0u32;
+                }
+            } else {
+                copy_raw(data, tiles, out, scheme, native16, lanes);
+            }
         } else {
-            decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes);
+            decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes, check);
         }
     }
 }
 
-/// Launches [`decode_tiles_kernel`] over `num_tiles` tiles on `client`. The handles hold the
-/// batch's words (see [`crate::batch::DecodeBatch`]); `out` must hold the batch's output words.
+/// What [`launch_decode_tiles`] runs: decode values, or only check each tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileLaunch {
+    /// Write the decoded values (`out` holds the batch's output words).
+    Decode(OutputKind),
+    /// Write one status word per tile (`out` holds `num_tiles` words).
+    Check,
+}
+
+/// Launches [`decode_tiles_kernel`] over `num_tiles` tiles on `client`.
+///
+/// # Safety
+/// The kernel indexes its buffers with offsets read from the descriptors, so the caller must
+/// pass buffers built together by [`crate::batch::DecodeBatch::new`] (which checked every
+/// offset and lane table against the payload) and launched with that batch's `num_tiles`,
+/// `lanes` and `scheme`:
+/// - each `(handle, len)` pair names a live buffer of at least `len` `u32` words on `client`;
+/// - `data`, `tiles`, `tables`, `scales` hold exactly the batch's words;
+/// - `out` holds [`crate::batch::DecodeBatch::output_words`] words for `TileLaunch::Decode`
+///   (of that output kind), or `num_tiles` words for `TileLaunch::Check`.
 #[allow(clippy::too_many_arguments)]
-pub fn launch_decode_tiles(
+pub unsafe fn launch_decode_tiles(
     client: &cubecl::client::Client,
     num_tiles: usize,
     lanes: usize,
     scheme: KernelScheme,
-    output: OutputKind,
+    launch: TileLaunch,
     data: (cubecl::server::Handle, usize),
     tiles: (cubecl::server::Handle, usize),
     tables: (cubecl::server::Handle, usize),
@@ -281,7 +337,12 @@ pub fn launch_decode_tiles(
     if num_tiles == 0 {
         return;
     }
-    // SAFETY: each length is the number of u32 words the handle holds (the batch builder's).
+    let (output, check) = match launch {
+        TileLaunch::Decode(output) => (output, false),
+        TileLaunch::Check => (OutputKind::F32, true),
+    };
+    // SAFETY: each length is the number of u32 words the handle holds, and the descriptors'
+    // offsets lie inside them (the caller's contract above).
     unsafe {
         decode_tiles_kernel::launch(
             client,
@@ -295,6 +356,7 @@ pub fn launch_decode_tiles(
             scheme as u32,
             output as u32,
             lanes,
+            check,
         );
     }
 }

@@ -20,7 +20,7 @@ fn cube_grid(cubes: usize) -> cubecl::prelude::CubeCount {
 }
 
 pub use copy_words::{copy_words_kernel, launch_copy_words};
-pub use decode_tiles::{decode_tiles_kernel, launch_decode_tiles};
+pub use decode_tiles::{decode_tiles_kernel, launch_decode_tiles, TileLaunch};
 pub use fused_gemv::{
     decode_form_kernel, form_id, fused_gemv_kernel, launch_decode_form, launch_fused_gemv, FusedLaunch, MAX_M, UNITS,
 };

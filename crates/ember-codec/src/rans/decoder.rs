@@ -75,6 +75,22 @@ pub enum RansError {
     /// A lane read more or fewer words than it owns, or did not end at the initial state.
     #[error("lane {0} did not decode to its exact end (stream corrupt)")]
     LaneMismatch(usize),
+    /// The lane table is empty or its two halves differ in length.
+    #[error("{states} lane states but {ends} lane ends (a tile needs at least one lane)")]
+    LaneCount {
+        /// States given.
+        states: usize,
+        /// Ends given.
+        ends: usize,
+    },
+    /// Fewer raw bytes than elements to decode.
+    #[error("{raw} raw bytes for {count} elements")]
+    RawTooShort {
+        /// Raw bytes given.
+        raw: usize,
+        /// Elements to decode.
+        count: usize,
+    },
 }
 
 /// Where decoded symbols go: as bytes, or joined with raw bytes into BF16 values on the fly
@@ -202,7 +218,9 @@ pub fn decode_lanes_with(
     simd: Simd,
 ) -> Result<(), RansError> {
     let width = states.len();
-    assert_eq!(lane_ends.len(), width, "one end per lane");
+    if width == 0 || lane_ends.len() != width {
+        return Err(RansError::LaneCount { states: width, ends: lane_ends.len() });
+    }
     let mut lanes = Lanes { x: states.to_vec(), pos: Vec::with_capacity(width) };
     let mut start = 0u32;
     for (j, (&st, &end)) in states.iter().zip(lane_ends).enumerate() {
@@ -217,7 +235,9 @@ pub fn decode_lanes_with(
     }
     let count = out.len();
     if let LaneOutput::Bf16 { raw, .. } = &out {
-        assert!(raw.len() >= count, "one raw byte per element");
+        if raw.len() < count {
+            return Err(RansError::RawTooShort { raw: raw.len(), count });
+        }
     }
     let full = count / width * width;
     #[cfg(target_arch = "x86_64")]
@@ -396,5 +416,21 @@ mod tests {
             assert!(reference.0.is_err());
             assert_eq!(run(&words, Simd::Best), reference, "lanes {lanes} corrupt");
         }
+    }
+
+    #[test]
+    fn malformed_lane_tables_are_errors_not_panics() {
+        let table = FrequencyTable::from_counts(&[3, 1], 8).unwrap().decode_table();
+        let mut out = [0u8; 4];
+        let e = decode_lanes(&[], &[], &[], &table, LaneOutput::Symbols(&mut out)).unwrap_err();
+        assert_eq!(e.to_string(), "0 lane states but 0 lane ends (a tile needs at least one lane)");
+        let e = decode_lanes(&[STATE_LOWER], &[0, 0], &[], &table, LaneOutput::Symbols(&mut out)).unwrap_err();
+        assert!(matches!(e, RansError::LaneCount { states: 1, ends: 2 }), "{e}");
+        let mut wide = [0u8; 8];
+        let e = decode_lanes(&[STATE_LOWER], &[0], &[], &table, LaneOutput::Bf16 { raw: &[0; 3], out: &mut wide })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "3 raw bytes for 4 elements");
+        let e = decode_lanes(&[5], &[0], &[], &table, LaneOutput::Symbols(&mut out)).unwrap_err();
+        assert_eq!(e, RansError::BadState(0));
     }
 }
