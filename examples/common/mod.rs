@@ -12,12 +12,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// The container for `gguf` coded with `scheme`, compressed on first use into the cache
 /// (`$EMBER_CACHE`, else `~/.cache/ember`) and reused afterwards.
 pub fn compressed(gguf: &Path, scheme: &str) -> Result<PathBuf> {
-    let len = std::fs::metadata(gguf).with_context(|| format!("{}", gguf.display()))?.len();
     let stem = gguf.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let dir = ember_gguf::fetch::cache_dir().join("containers");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The source's size is part of the name, so a different file never reuses a stale container.
-    let out = dir.join(format!("{stem}-{len}.{scheme}.ember"));
+    // The source's content hash is part of the name, so a different file — even one with the
+    // same name and size — never reuses a stale container.
+    let out = dir.join(format!("{stem}-{:016x}.{scheme}.ember", content_hash(gguf)?));
     if !out.exists() {
         eprintln!("compressing {} with `{scheme}` (once; cached at {})", gguf.display(), out.display());
         let args: Vec<std::ffi::OsString> = vec![
@@ -32,6 +32,21 @@ pub fn compressed(gguf: &Path, scheme: &str) -> Result<PathBuf> {
         ember_cli::run(args).with_context(|| format!("compressing {}", gguf.display()))?;
     }
     Ok(out)
+}
+
+/// XXH3-64 of a file's bytes, streamed (a few hundred milliseconds per GB from the page cache).
+fn content_hash(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            return Ok(hasher.digest());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 /// The model a path names: a `.ember` container as is, a `.gguf` compressed with `scheme`

@@ -11,13 +11,13 @@
 //!
 //! ```no_run
 //! use ember_codec::Container;
-//! use ember_kernels::{batch::DecodeBatch, op::decode_batch};
+//! use ember_kernels::{batch::DecodeBatch, op::try_decode_batch};
 //! let file = Container::open("model.ember")?;
 //! let entries: Vec<_> = file.tensors().iter().filter(|t| t.name.starts_with("layers.0.")).collect();
 //! let (batches, _raw_ints) = DecodeBatch::group(&file, &entries)?;
 //! let device = ember_kernels::device::vulkan_device()?;
 //! for batch in &batches {
-//!     let flat = decode_batch(batch, &device, false); // one launch for the whole group
+//!     let flat = try_decode_batch(batch, &device, false)?; // tiles checked, then one launch
 //!     println!("{} tensors decoded into {:?}", batch.outputs().len(), flat.shape());
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -139,6 +139,12 @@ fn lossless_round_trips_through_decompress() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().filter(|l| l.ends_with("bit-exact")).count(), 6, "{text}");
     ok(&["decompress", s(&packed), "-o", s(&back)]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&back).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "decompress kept the temporary file's private mode");
+    }
     let (a, b) = (std::fs::read(&input).unwrap(), std::fs::read(&back).unwrap());
     let (a, b) = (SafeTensors::deserialize(&a).unwrap(), SafeTensors::deserialize(&b).unwrap());
     assert_eq!(b.len(), a.len());

@@ -45,6 +45,11 @@ fn q8_0(n: usize) -> Vec<u8> {
 /// A one-block llama model: the GGUF's Q/K rows hold their own (GGUF) row index, so the
 /// un-permuted order can be checked value by value.
 fn synthetic_gguf(path: &Path) {
+    synthetic_gguf_with_q(path, &[HIDDEN, HIDDEN]);
+}
+
+/// The synthetic GGUF with `blk.0.attn_q.weight` of `q_shape` (row-numbered values).
+fn synthetic_gguf_with_q(path: &Path, q_shape: &[usize]) {
     let mut w = GgufWriter::new(3);
     w.kv_str("general.architecture", "llama")
         .kv_u32("llama.block_count", 1)
@@ -85,9 +90,10 @@ fn synthetic_gguf(path: &Path) {
         );
 
     let rows_numbered = |rows: usize| -> Vec<f32> { (0..rows * HIDDEN).map(|i| (i / HIDDEN) as f32).collect() };
+    let q_values: Vec<f32> = (0..q_shape.iter().product::<usize>()).map(|i| (i / HIDDEN) as f32).collect();
     w.tensor("token_embd.weight", &[vocab, HIDDEN], GgmlType::Q8_0, q8_0(vocab * HIDDEN))
         .tensor_f32("blk.0.attn_norm.weight", &[HIDDEN], &[1.0; HIDDEN])
-        .tensor_f32("blk.0.attn_q.weight", &[HIDDEN, HIDDEN], &rows_numbered(HIDDEN))
+        .tensor_f32("blk.0.attn_q.weight", q_shape, &q_values)
         .tensor_f32("blk.0.attn_k.weight", &[KV_HEADS * HEAD_DIM, HIDDEN], &rows_numbered(KV_HEADS * HEAD_DIM))
         .tensor(
             "blk.0.attn_v.weight",
@@ -217,4 +223,26 @@ fn broken_gguf_is_a_clear_error() {
     assert!(!dir.path().join("x.ember").exists());
     let out = ember(&["compress", s(&input), "-o", s(&dir.path().join("x.ember")), "--gguf-dtype", "f8"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A crafted Q projection — 0-dim, zero rows, or rows that do not split into the heads — is an
+/// error naming the file and tensor (a 0-dim `attn_q` used to slip past the row check and panic).
+#[test]
+fn a_q_projection_that_does_not_split_into_heads_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, shape) in [("zero-dim", vec![]), ("no-rows", vec![0, HIDDEN]), ("odd-rows", vec![HIDDEN - 1, HIDDEN])] {
+        let input = dir.path().join(format!("{name}.gguf"));
+        synthetic_gguf_with_q(&input, &shape);
+        let out = ember(&["compress", s(&input), "-o", s(&dir.path().join("x.ember"))]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}.gguf"))
+                && stderr.contains("blk.0.attn_q.weight")
+                && stderr.contains("heads"),
+            "{name}: {stderr}"
+        );
+        assert!(!dir.path().join("x.ember").exists());
+    }
 }

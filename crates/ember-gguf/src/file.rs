@@ -4,7 +4,7 @@
 //! bounds again.
 //!
 //! Layout (all little-endian): `"GGUF"`, `u32` version, `u64` tensor count, `u64` metadata
-//! count, the metadata key/values, the tensor descriptions (name, `u32` n_dims, `u64` ne[n_dims]
+//! count, the metadata key/values, the tensor descriptions (name, `u32` n_dims, `u64 ne[n_dims]`
 //! innermost first, `u32` ggml type, `u64` offset from the data section), padding to
 //! `general.alignment` (default 32), the data section.
 

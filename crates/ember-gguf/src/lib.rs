@@ -3,7 +3,7 @@
 //! with its chat template.
 //!
 //! The data path: [`GgufFile::open`] maps the file and validates the whole header against it
-//! ([`file`]); [`GgufFile::dequantize`] turns a tensor's blocks into `f32` ([`dequant`]);
+//! ([`mod@file`]); [`GgufFile::dequantize`] turns a tensor's blocks into `f32` ([`dequant`]);
 //! [`names::hf_name`] and [`unpermute_qk`] give the tensor its Hugging Face name and row order;
 //! [`LlamaHParams`] and [`tokenizer::Tokenizer`] carry what a model needs besides weights.
 //!

@@ -3,7 +3,7 @@
 //! The data path: [`config`] (a Hugging Face `config.json`) → [`model`] (the module tree, created
 //! with lazy parameters so that nothing dense is allocated until weights arrive) → [`load`]
 //! (dense weights from safetensors or GGUF, for the baseline and the tests; the compressed store
-//! attaches its own parameter hooks instead) → [`generate`] (prefill + KV-cached decoding).
+//! attaches its own parameter hooks instead) → [`generate()`] (prefill + KV-cached decoding).
 //!
 //! ```no_run
 //! use burn::tensor::Device;

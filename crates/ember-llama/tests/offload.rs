@@ -6,6 +6,9 @@
 #[allow(dead_code)]
 mod common;
 
+#[path = "../../../tests/support/forge.rs"]
+mod forge;
+
 use burn::tensor::{Device, Tensor};
 use ember::policy::CachePolicy;
 use ember::{Config, FusedMode, Residency, Store};
@@ -53,6 +56,49 @@ fn smollm2_lossless_generates_the_dense_tokens_with_every_policy() {
             assert_eq!(got, want, "{label} {residency:?} prefetch={prefetch}");
             let s = store.stats();
             assert!(s.decode_count > 0 && s.compressed_weights > 200, "{label}: {s}");
+        }
+    }
+}
+
+/// What a forger does to a tile, and the error text that names it.
+type Craft = (&'static str, Box<dyn Fn(&mut [u8])>);
+
+/// The default SmolLM2 container with the 32 lane states of one tile of
+/// `model.layers.3.mlp.down_proj.weight` set to 0 and every checksum recomputed: it opens (the
+/// checksums pass), but the model — dense or compressed, fused or not, on the CPU path or on
+/// Vulkan — is refused when it is attached, with an error naming the file, tensor and tile,
+/// before any forward pass. A lane state nudged within the valid range (only a decode can tell)
+/// is refused the same way.
+#[test]
+fn a_crafted_smollm2_container_is_an_error_not_a_panic() {
+    let path = common::container_for(None, "lossless").expect("the default model container");
+    let good = std::fs::read(&path).unwrap();
+    let tensor = "model.layers.3.mlp.down_proj.weight";
+    let lanes = Store::open(&path).unwrap().container().get(tensor).unwrap().scheme.coder().unwrap().lanes as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let crafts: [Craft; 2] = [
+        ("lane 0 starts with a denormalised state", Box::new(move |p| forge::set_states(p, lanes, 0))),
+        ("exact end", Box::new(forge::nudge_first_state)),
+    ];
+    let vulkan = ember_kernels::device::vulkan_device().expect("a Vulkan device (lavapipe in CI)");
+    for (why, edit) in crafts {
+        let crafted = dir.path().join("crafted.ember");
+        std::fs::write(&crafted, forge::forge_tile(&good, tensor, 7, edit)).unwrap();
+        let store = Store::open(&crafted).expect("the forged checksums pass");
+        let check = |what: &str, e: ember_llama::offload::OffloadError| {
+            let msg = e.to_string();
+            assert!(msg.contains("crafted.ember") && msg.contains(tensor) && msg.contains("tile 7"), "{what}: {msg}");
+            assert!(msg.contains(why) || msg.contains("did not decode"), "{what}: {msg}");
+        };
+        check("dense", offload::dense(&store, &Device::flex()).map(drop).unwrap_err());
+        for fused in [FusedMode::Off, FusedMode::On] {
+            for device in [Device::flex(), vulkan.clone()] {
+                let cfg = Config::new(policy("none", 0)).fused(fused);
+                check(
+                    &format!("none {fused:?} {device:?}"),
+                    offload::attach(&store, &device, cfg).map(drop).unwrap_err(),
+                );
+            }
         }
     }
 }

@@ -537,6 +537,9 @@ fn fused_layers_match_dense_and_leak_nothing_on_vulkan() {
     check_fused_layers(&device, true);
 }
 
+/// What a forger does to a tile, and the error text that names it.
+type Craft = (&'static str, fn(&mut [u8]));
+
 /// A crafted file (one tile's lane state changed, checksums recomputed) passes `Store::open` but
 /// is refused at attach with an error naming the file, tensor and tile — on the CPU path and on
 /// Vulkan, whatever the policy, residency and fused mode — so no forward pass ever meets it.
@@ -545,7 +548,7 @@ fn a_crafted_tile_is_refused_at_attach_on_every_path() {
     let dir = tempfile::tempdir().unwrap();
     for scheme in [SchemeKind::Lossless, SchemeKind::Int8] {
         let good = write_container(dir.path(), "good.ember", scheme, 5);
-        let crafts: [(&str, fn(&mut [u8])); 2] = [
+        let crafts: [Craft; 2] = [
             ("lane 0 starts with a denormalised state", |p| forge::set_states(p, 32, 0)),
             ("exact end", forge::nudge_first_state),
         ];

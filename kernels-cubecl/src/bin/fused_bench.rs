@@ -153,7 +153,7 @@ fn main() -> Result<()> {
                     TensorData::new((0..m * cols).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<f32>>(), [m, cols]),
                     &device,
                 );
-                let r = reps.min(5).max(2);
+                let r = reps.clamp(2, 5);
                 let f = median(r, || drop(fused.linear(xm.clone(), Orientation::RowsAreOutputs, None).into_data()));
                 let d = median(r, || drop(matmul(xm.clone(), fused.decode().transpose()).into_data()));
                 // Burn's own matmul packs the weight, which pays off once enough rows share it.

@@ -361,57 +361,73 @@ mod x86 {
     /// AVX2 and FMA must be available.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut k = 0;
-        while k + 32 <= n {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k + 8 * j)), _mm256_loadu_ps(pb.add(k + 8 * j)), *acc);
+        // SAFETY: AVX2 and FMA are available (the caller's contract); loads read `a[i..i + 8]`/`b[i..i + 8]` only for `i + 8 ≤ len`, the tail is scalar.
+        unsafe {
+            let n = a.len().min(b.len());
+            let (pa, pb) = (a.as_ptr(), b.as_ptr());
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut k = 0;
+            while k + 32 <= n {
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k + 8 * j)), _mm256_loadu_ps(pb.add(k + 8 * j)), *acc);
+                }
+                k += 32;
             }
-            k += 32;
+            while k + 8 <= n {
+                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)), acc[0]);
+                k += 8;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            let h = _mm_add_ss(h, _mm_shuffle_ps::<1>(h, h));
+            let mut total = _mm_cvtss_f32(h);
+            while k < n {
+                total += a[k] * b[k];
+                k += 1;
+            }
+            total
         }
-        while k + 8 <= n {
-            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)), acc[0]);
-            k += 8;
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        let h = _mm_add_ss(h, _mm_shuffle_ps::<1>(h, h));
-        let mut total = _mm_cvtss_f32(h);
-        while k < n {
-            total += a[k] * b[k];
-            k += 1;
-        }
-        total
     }
 
     /// # Safety
     /// AVX2 and FMA must be available.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn axpy(y: &mut [f32], s: f32, a: &[f32]) {
-        let n = y.len().min(a.len());
-        let (py, pa) = (y.as_mut_ptr(), a.as_ptr());
-        let sv = _mm256_set1_ps(s);
-        let mut k = 0;
-        while k + 8 <= n {
-            _mm256_storeu_ps(py.add(k), _mm256_fmadd_ps(sv, _mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(py.add(k))));
-            k += 8;
-        }
-        while k < n {
-            y[k] += s * a[k];
-            k += 1;
+        // SAFETY: AVX2 and FMA are available (the caller's contract); loads and stores touch `y[i..i + 8]`/`a[i..i + 8]` only for `i + 8 ≤ len`, the tail is scalar.
+        unsafe {
+            let n = y.len().min(a.len());
+            let (py, pa) = (y.as_mut_ptr(), a.as_ptr());
+            let sv = _mm256_set1_ps(s);
+            let mut k = 0;
+            while k + 8 <= n {
+                _mm256_storeu_ps(
+                    py.add(k),
+                    _mm256_fmadd_ps(sv, _mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(py.add(k))),
+                );
+                k += 8;
+            }
+            while k < n {
+                y[k] += s * a[k];
+                k += 1;
+            }
         }
     }
 
     /// Horizontal sum of four accumulators.
+    ///
+    /// # Safety
+    /// AVX must be available (every caller enables AVX2).
     #[inline(always)]
     unsafe fn hsum(acc: [__m256; 4]) -> f32 {
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
+        // SAFETY: only register arithmetic; AVX is enabled in every caller.
+        unsafe {
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
+        }
     }
 
     /// `Σ_c W[row][c]·x[c]` for int8 and int4 rows, decoding each group of eight codes in
@@ -422,117 +438,132 @@ mod x86 {
     /// AVX2, FMA and F16C must be available; `x` holds the row's `cols` activations.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_row(w: &FastWeight, row: usize, x: &[f32]) -> Option<f32> {
-        let cols = w.cols.min(x.len());
-        let base = row * w.stride;
-        let px = x.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut k = 0;
-        let tail: f32;
-        match &w.codes {
-            FastCodes::Int8 { codes, scales } => {
-                // The row's scale is common to every term: applied once, at the end.
-                let p = codes.as_ptr().add(base);
-                while k + 32 <= cols {
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k + 8 * j) as *const __m128i));
-                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(px.add(k + 8 * j)), *a);
-                    }
-                    k += 32;
-                }
-                while k + 8 <= cols {
-                    let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k) as *const __m128i));
-                    acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(px.add(k)), acc[0]);
-                    k += 8;
-                }
-                let rest: f32 = (k..cols).map(|c| codes[base + c] as f32 * x[c]).sum();
-                return Some((hsum(acc) + rest) * scales[row]);
-            }
-            FastCodes::Int4 { packed, block, scales, mins } if block % 16 == 0 => {
-                // Per block: Σ code'·x (and Σ x for blocks with a minimum), then one multiply
-                // by the block's scale — the values are the reference's up to rounding order.
-                let first = row * w.cols.div_ceil(*block);
-                let eight = _mm256_set1_epi32(8);
-                while k + *block <= cols {
-                    let b = first + k / block;
-                    let (mut bacc, mut xs) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                    for g in (0..*block).step_by(16) {
-                        let codes = nibbles16(packed.as_ptr().add((base + k + g) / 2));
-                        for h in 0..2 {
-                            let bytes = if h == 0 { codes } else { _mm_srli_si128::<8>(codes) };
-                            let c = _mm256_cvtepu8_epi32(bytes);
-                            let xv = _mm256_loadu_ps(px.add(k + g + 8 * h));
-                            let c = if mins.is_none() { _mm256_sub_epi32(c, eight) } else { c };
-                            bacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), xv, bacc);
-                            xs = _mm256_add_ps(xs, xv);
+        // SAFETY: AVX2, FMA and F16C are available and `x` holds the row's activations (the caller's contract); every load reads inside the row's codes, scales and `x`, whose lengths the form fixes.
+        unsafe {
+            let cols = w.cols.min(x.len());
+            let base = row * w.stride;
+            let px = x.as_ptr();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut k = 0;
+            let tail: f32;
+            match &w.codes {
+                FastCodes::Int8 { codes, scales } => {
+                    // The row's scale is common to every term: applied once, at the end.
+                    let p = codes.as_ptr().add(base);
+                    while k + 32 <= cols {
+                        for (j, a) in acc.iter_mut().enumerate() {
+                            let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k + 8 * j) as *const __m128i));
+                            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(px.add(k + 8 * j)), *a);
                         }
+                        k += 32;
                     }
-                    acc[0] = _mm256_fmadd_ps(bacc, _mm256_set1_ps(scales[b]), acc[0]);
-                    if let Some(m) = mins {
-                        acc[1] = _mm256_fmadd_ps(xs, _mm256_set1_ps(m[b]), acc[1]);
+                    while k + 8 <= cols {
+                        let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k) as *const __m128i));
+                        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(px.add(k)), acc[0]);
+                        k += 8;
                     }
-                    k += block;
+                    let rest: f32 = (k..cols).map(|c| codes[base + c] as f32 * x[c]).sum();
+                    return Some((hsum(acc) + rest) * scales[row]);
                 }
-                let mut seg = [0f32; super::SEG];
-                tail = (k..cols)
-                    .step_by(super::SEG)
-                    .map(|c0| {
-                        let n = (cols - c0).min(super::SEG);
-                        super::decode_scalar(w, row, c0, &mut seg[..n]);
-                        seg[..n].iter().zip(&x[c0..c0 + n]).map(|(a, b)| a * b).sum::<f32>()
-                    })
-                    .sum();
+                FastCodes::Int4 { packed, block, scales, mins } if block % 16 == 0 => {
+                    // Per block: Σ code'·x (and Σ x for blocks with a minimum), then one multiply
+                    // by the block's scale — the values are the reference's up to rounding order.
+                    let first = row * w.cols.div_ceil(*block);
+                    let eight = _mm256_set1_epi32(8);
+                    while k + *block <= cols {
+                        let b = first + k / block;
+                        let (mut bacc, mut xs) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                        for g in (0..*block).step_by(16) {
+                            let codes = nibbles16(packed.as_ptr().add((base + k + g) / 2));
+                            for h in 0..2 {
+                                let bytes = if h == 0 { codes } else { _mm_srli_si128::<8>(codes) };
+                                let c = _mm256_cvtepu8_epi32(bytes);
+                                let xv = _mm256_loadu_ps(px.add(k + g + 8 * h));
+                                let c = if mins.is_none() { _mm256_sub_epi32(c, eight) } else { c };
+                                bacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), xv, bacc);
+                                xs = _mm256_add_ps(xs, xv);
+                            }
+                        }
+                        acc[0] = _mm256_fmadd_ps(bacc, _mm256_set1_ps(scales[b]), acc[0]);
+                        if let Some(m) = mins {
+                            acc[1] = _mm256_fmadd_ps(xs, _mm256_set1_ps(m[b]), acc[1]);
+                        }
+                        k += block;
+                    }
+                    let mut seg = [0f32; super::SEG];
+                    tail = (k..cols)
+                        .step_by(super::SEG)
+                        .map(|c0| {
+                            let n = (cols - c0).min(super::SEG);
+                            super::decode_scalar(w, row, c0, &mut seg[..n]);
+                            seg[..n].iter().zip(&x[c0..c0 + n]).map(|(a, b)| a * b).sum::<f32>()
+                        })
+                        .sum();
+                }
+                FastCodes::Bf16Rank { exponents, ranks, low, escapes, row_escapes } => {
+                    // Escapes read +0.0 here and are added from their list; an escape meeting a
+                    // non-finite activation takes the segment path, so 0·∞ never stands in for w·∞.
+                    let list = &escapes[row_escapes[row] as usize..row_escapes[row + 1] as usize];
+                    if list.iter().any(|&(c, _)| !x[c as usize].is_finite()) {
+                        return None;
+                    }
+                    let table = _mm_loadu_si128(exponents.as_ptr() as *const __m128i);
+                    while k + 16 <= cols {
+                        let (w0, w1) = rank16(table, ranks, low, base + k);
+                        acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(px.add(k)), acc[0]);
+                        acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(px.add(k + 8)), acc[1]);
+                        k += 16;
+                    }
+                    let mut seg = [0f32; 16];
+                    let n = cols - k;
+                    super::decode_scalar(w, row, k, &mut seg[..n]);
+                    // `decode_scalar` patched the tail's escapes; the others are added here.
+                    let body: f32 = list
+                        .iter()
+                        .filter(|&&(c, _)| (c as usize) < k)
+                        .map(|&(c, b)| f32::from_bits((b as u32) << 16) * x[c as usize])
+                        .sum();
+                    tail = body + seg[..n].iter().zip(&x[k..cols]).map(|(a, b)| a * b).sum::<f32>();
+                }
+                _ => return None,
             }
-            FastCodes::Bf16Rank { exponents, ranks, low, escapes, row_escapes } => {
-                // Escapes read +0.0 here and are added from their list; an escape meeting a
-                // non-finite activation takes the segment path, so 0·∞ never stands in for w·∞.
-                let list = &escapes[row_escapes[row] as usize..row_escapes[row + 1] as usize];
-                if list.iter().any(|&(c, _)| !x[c as usize].is_finite()) {
-                    return None;
-                }
-                let table = _mm_loadu_si128(exponents.as_ptr() as *const __m128i);
-                while k + 16 <= cols {
-                    let (w0, w1) = rank16(table, ranks, low, base + k);
-                    acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(px.add(k)), acc[0]);
-                    acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(px.add(k + 8)), acc[1]);
-                    k += 16;
-                }
-                let mut seg = [0f32; 16];
-                let n = cols - k;
-                super::decode_scalar(w, row, k, &mut seg[..n]);
-                // `decode_scalar` patched the tail's escapes; the others are added here.
-                let body: f32 = list
-                    .iter()
-                    .filter(|&&(c, _)| (c as usize) < k)
-                    .map(|&(c, b)| f32::from_bits((b as u32) << 16) * x[c as usize])
-                    .sum();
-                tail = body + seg[..n].iter().zip(&x[k..cols]).map(|(a, b)| a * b).sum::<f32>();
-            }
-            _ => return None,
+            Some(hsum(acc) + tail)
         }
-        Some(hsum(acc) + tail)
     }
 
     /// Sixteen rank-form weights from element `i` (a multiple of 16) as two vectors of f32.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `ranks` holds at least `i / 2 + 8` bytes and `low` `i + 16`.
     #[inline(always)]
     unsafe fn rank16(table: __m128i, ranks: &[u8], low: &[u8], i: usize) -> (__m256, __m256) {
-        let (m80, m7f) = (_mm256_set1_epi16(0x80), _mm256_set1_epi16(0x7f));
-        let exps = _mm_shuffle_epi8(table, nibbles16(ranks.as_ptr().add(i / 2)));
-        let lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(low.as_ptr().add(i) as *const __m128i));
-        let e = _mm256_cvtepu8_epi16(exps);
-        let bits = _mm256_or_si256(
-            _mm256_or_si256(_mm256_slli_epi16::<8>(_mm256_and_si256(lo, m80)), _mm256_slli_epi16::<7>(e)),
-            _mm256_and_si256(lo, m7f),
-        );
-        let widen = |h: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
-        (widen(_mm256_castsi256_si128(bits)), widen(_mm256_extracti128_si256::<1>(bits)))
+        // SAFETY: the caller passes `i + 16 ≤` the row's ranks and low bytes, so the 8- and 16-byte loads stay inside them.
+        unsafe {
+            let (m80, m7f) = (_mm256_set1_epi16(0x80), _mm256_set1_epi16(0x7f));
+            let exps = _mm_shuffle_epi8(table, nibbles16(ranks.as_ptr().add(i / 2)));
+            let lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(low.as_ptr().add(i) as *const __m128i));
+            let e = _mm256_cvtepu8_epi16(exps);
+            let bits = _mm256_or_si256(
+                _mm256_or_si256(_mm256_slli_epi16::<8>(_mm256_and_si256(lo, m80)), _mm256_slli_epi16::<7>(e)),
+                _mm256_and_si256(lo, m7f),
+            );
+            let widen = |h: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+            (widen(_mm256_castsi256_si128(bits)), widen(_mm256_extracti128_si256::<1>(bits)))
+        }
     }
 
     /// Sixteen packed nibbles (8 bytes at `p`) as sixteen bytes in element order.
+    ///
+    /// # Safety
+    /// SSSE3 must be available; `p` points at 8 readable bytes.
     #[inline(always)]
     unsafe fn nibbles16(p: *const u8) -> __m128i {
-        let b = _mm_loadl_epi64(p as *const __m128i);
-        let m = _mm_set1_epi8(0x0f);
-        _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16::<4>(b), m))
+        // SAFETY: the caller passes a pointer with 8 readable bytes.
+        unsafe {
+            let b = _mm_loadl_epi64(p as *const __m128i);
+            let m = _mm_set1_epi8(0x0f);
+            _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16::<4>(b), m))
+        }
     }
 
     /// Decodes `out.len()` values of row `row` from column `col0` (a multiple of 16).
@@ -541,74 +572,82 @@ mod x86 {
     /// AVX2, FMA and F16C must be available; the segment lies inside the row.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn decode(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
-        let n = out.len();
-        let base = row * w.stride + col0;
-        let po = out.as_mut_ptr();
-        let mut k = 0;
-        match &w.codes {
-            FastCodes::F32(v) => out.copy_from_slice(&v[base..base + n]),
-            FastCodes::Bf16(v) => {
-                let p = v.as_ptr().add(base);
-                while k + 8 <= n {
-                    let h = _mm_loadu_si128(p.add(k) as *const __m128i);
-                    _mm256_storeu_si256(po.add(k) as *mut __m256i, _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
-                    k += 8;
+        // SAFETY: AVX2, FMA and F16C are available and the segment lies inside the row (the caller's contract), so every load reads inside the row's codes and every store inside `out`.
+        unsafe {
+            let n = out.len();
+            let base = row * w.stride + col0;
+            let po = out.as_mut_ptr();
+            let mut k = 0;
+            match &w.codes {
+                FastCodes::F32(v) => out.copy_from_slice(&v[base..base + n]),
+                FastCodes::Bf16(v) => {
+                    let p = v.as_ptr().add(base);
+                    while k + 8 <= n {
+                        let h = _mm_loadu_si128(p.add(k) as *const __m128i);
+                        _mm256_storeu_si256(
+                            po.add(k) as *mut __m256i,
+                            _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)),
+                        );
+                        k += 8;
+                    }
                 }
-            }
-            FastCodes::F16(v) => {
-                let p = v.as_ptr().add(base);
-                while k + 8 <= n {
-                    _mm256_storeu_ps(po.add(k), _mm256_cvtph_ps(_mm_loadu_si128(p.add(k) as *const __m128i)));
-                    k += 8;
+                FastCodes::F16(v) => {
+                    let p = v.as_ptr().add(base);
+                    while k + 8 <= n {
+                        _mm256_storeu_ps(po.add(k), _mm256_cvtph_ps(_mm_loadu_si128(p.add(k) as *const __m128i)));
+                        k += 8;
+                    }
                 }
-            }
-            FastCodes::Bf16Rank { exponents, ranks, low, .. } => {
-                let table = _mm_loadu_si128(exponents.as_ptr() as *const __m128i);
-                while k + 16 <= n {
-                    let (w0, w1) = rank16(table, ranks, low, base + k);
-                    _mm256_storeu_ps(po.add(k), w0);
-                    _mm256_storeu_ps(po.add(k + 8), w1);
-                    k += 16;
-                }
-            }
-            FastCodes::Int8 { codes, scales } => {
-                let s = _mm256_set1_ps(scales[row]);
-                let p = codes.as_ptr().add(base);
-                while k + 8 <= n {
-                    let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k) as *const __m128i));
-                    _mm256_storeu_ps(po.add(k), _mm256_mul_ps(_mm256_cvtepi32_ps(c), s));
-                    k += 8;
-                }
-            }
-            FastCodes::Int4 { packed, block, scales, mins } => {
-                if block % 8 == 0 {
-                    let first = row * w.cols.div_ceil(*block);
-                    let eight = _mm256_set1_epi32(8);
+                FastCodes::Bf16Rank { exponents, ranks, low, .. } => {
+                    let table = _mm_loadu_si128(exponents.as_ptr() as *const __m128i);
                     while k + 16 <= n {
-                        let codes = nibbles16(packed.as_ptr().add((base + k) / 2));
-                        for h in 0..2 {
-                            let bytes = if h == 0 { codes } else { _mm_srli_si128::<8>(codes) };
-                            let c = _mm256_cvtepu8_epi32(bytes);
-                            let b = first + (col0 + k + 8 * h) / block;
-                            let s = _mm256_set1_ps(scales[b]);
-                            let v = match mins {
-                                None => _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, eight)), s),
-                                Some(m) => _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c), s), _mm256_set1_ps(m[b])),
-                            };
-                            _mm256_storeu_ps(po.add(k + 8 * h), v);
-                        }
+                        let (w0, w1) = rank16(table, ranks, low, base + k);
+                        _mm256_storeu_ps(po.add(k), w0);
+                        _mm256_storeu_ps(po.add(k + 8), w1);
                         k += 16;
                     }
                 }
+                FastCodes::Int8 { codes, scales } => {
+                    let s = _mm256_set1_ps(scales[row]);
+                    let p = codes.as_ptr().add(base);
+                    while k + 8 <= n {
+                        let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k) as *const __m128i));
+                        _mm256_storeu_ps(po.add(k), _mm256_mul_ps(_mm256_cvtepi32_ps(c), s));
+                        k += 8;
+                    }
+                }
+                FastCodes::Int4 { packed, block, scales, mins } => {
+                    if block % 8 == 0 {
+                        let first = row * w.cols.div_ceil(*block);
+                        let eight = _mm256_set1_epi32(8);
+                        while k + 16 <= n {
+                            let codes = nibbles16(packed.as_ptr().add((base + k) / 2));
+                            for h in 0..2 {
+                                let bytes = if h == 0 { codes } else { _mm_srli_si128::<8>(codes) };
+                                let c = _mm256_cvtepu8_epi32(bytes);
+                                let b = first + (col0 + k + 8 * h) / block;
+                                let s = _mm256_set1_ps(scales[b]);
+                                let v = match mins {
+                                    None => _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, eight)), s),
+                                    Some(m) => {
+                                        _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c), s), _mm256_set1_ps(m[b]))
+                                    }
+                                };
+                                _mm256_storeu_ps(po.add(k + 8 * h), v);
+                            }
+                            k += 16;
+                        }
+                    }
+                }
             }
-        }
-        if k < n {
-            // The tail (and blocks that are not a multiple of 8) through the reference; `k` is a
-            // multiple of 16, so the tail starts on a byte of packed rows.
-            super::decode_scalar(w, row, col0 + k, &mut out[k..]);
-        }
-        if matches!(w.codes, FastCodes::Bf16Rank { .. }) {
-            super::patch_escapes(w, row, col0, out);
+            if k < n {
+                // The tail (and blocks that are not a multiple of 8) through the reference; `k` is a
+                // multiple of 16, so the tail starts on a byte of packed rows.
+                super::decode_scalar(w, row, col0 + k, &mut out[k..]);
+            }
+            if matches!(w.codes, FastCodes::Bf16Rank { .. }) {
+                super::patch_escapes(w, row, col0, out);
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ enum Resident {
     Host(Arc<FastWeight>),
     /// Device memory (no host copy is kept).
     #[cfg(feature = "wgpu")]
-    Device(gpu::UploadedForm),
+    Device(Box<gpu::UploadedForm>),
 }
 
 /// A weight in its fast form, resident where its products run.
@@ -67,7 +67,7 @@ impl FusedWeight {
         let (rows, cols, form_name) = (form.rows, form.cols, form.form_name());
         #[cfg(feature = "wgpu")]
         let resident = if on_device && !crate::op::is_host(device) {
-            Resident::Device(gpu::UploadedForm::new(&form, device))
+            Resident::Device(Box::new(gpu::UploadedForm::new(&form, device)))
         } else {
             Resident::Host(Arc::new(form))
         };
@@ -419,16 +419,21 @@ mod gpu {
                 DType::F32,
             );
             let words = |t: &burn_cubecl::tensor::CubeTensor| (t.handle.clone(), t.meta.shape().num_elements());
-            launch_fused_gemv(
-                &client,
-                FusedLaunch { form: spec.form, m: spec.m, rows: spec.rows },
-                words(&codes),
-                words(&aux),
-                words(&meta),
-                words(&params),
-                words(&x),
-                (out.handle.clone(), n.max(1)),
-            );
+            // SAFETY: the four form buffers are one `UploadedForm` (this module's only caller of
+            // the op uploads them together from one fast form), `x` is contiguous `[m, cols]` and
+            // `out` was just allocated with `m × rows` words.
+            unsafe {
+                launch_fused_gemv(
+                    &client,
+                    FusedLaunch { form: spec.form, m: spec.m, rows: spec.rows },
+                    words(&codes),
+                    words(&aux),
+                    words(&meta),
+                    words(&params),
+                    words(&x),
+                    (out.handle.clone(), n.max(1)),
+                )
+            };
             out
         }
 
@@ -449,16 +454,20 @@ mod gpu {
                 DType::F32,
             );
             let words = |t: &burn_cubecl::tensor::CubeTensor| (t.handle.clone(), t.meta.shape().num_elements());
-            crate::kernel::launch_decode_form(
-                &client,
-                spec.form,
-                n,
-                words(&codes),
-                words(&aux),
-                words(&meta),
-                words(&params),
-                (out.handle.clone(), n.max(1)),
-            );
+            // SAFETY: the four form buffers are one `UploadedForm` and `out` was just allocated
+            // with `rows × cols` words.
+            unsafe {
+                crate::kernel::launch_decode_form(
+                    &client,
+                    spec.form,
+                    n,
+                    words(&codes),
+                    words(&aux),
+                    words(&meta),
+                    words(&params),
+                    (out.handle.clone(), n.max(1)),
+                )
+            };
             out
         }
     }

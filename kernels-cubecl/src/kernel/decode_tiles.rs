@@ -1,6 +1,9 @@
 //! `decode_tiles`: one cube per tile, one unit per rANS lane — `FORMAT.md` §3–6, step for step.
 // Kernel code: CubeCL expands `(a + b - 1) / b` but has no `div_ceil`.
 #![allow(clippy::manual_div_ceil)]
+// A comptime branch and a runtime branch stay separate `if`s: CubeCL expands the first at
+// compile time.
+#![allow(clippy::collapsible_if)]
 //!
 //! Each cube reads its tile descriptor, loads the tensor's slot table (≤ 4096 words) into shared
 //! memory, then every unit runs its lane: round `k` decodes element `k·N + lane`, so the writes
@@ -177,8 +180,10 @@ fn decode_coded(
     let slot_mask = (1u32 << prob_bits) - 1;
     let blocks_per_row = (cols + block - 1) / block;
     let mut bad = 0u32;
-    if x < 65536u32 || pos > end || end > total_words {
-        bad = 1u32;
+    if comptime!(check) {
+        if x < 65536u32 || pos > end || end > total_words {
+            bad = 1u32;
+        }
     }
 
     for k in 0..rounds {
@@ -310,7 +315,7 @@ pub enum TileLaunch {
     Check,
 }
 
-/// Launches [`decode_tiles_kernel`] over `num_tiles` tiles on `client`.
+/// Launches [`decode_tiles_kernel()`] over `num_tiles` tiles on `client`.
 ///
 /// # Safety
 /// The kernel indexes its buffers with offsets read from the descriptors, so the caller must

@@ -199,8 +199,14 @@ pub fn decode_form_kernel(
     }
 }
 
-/// Launches [`decode_form_kernel`] for a `rows × cols` weight (`out` holds `rows·cols` words).
-pub fn launch_decode_form(
+/// Launches [`decode_form_kernel()`] for a `rows × cols` weight (`out` holds `rows·cols` words).
+///
+/// # Safety
+/// As [`launch_fused_gemv`]: the four form buffers were uploaded together from one fast form
+/// (`params` describing it), each `(handle, len)` names a live buffer of at least `len` words on
+/// `client`, and `out` holds `elements` words.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_decode_form(
     client: &cubecl::client::Client,
     form: u32,
     elements: usize,
@@ -213,7 +219,8 @@ pub fn launch_decode_form(
     if elements == 0 {
         return;
     }
-    // SAFETY: as in `launch_fused_gemv`; `out` holds `elements` words.
+    // SAFETY: the buffers are one uploaded form and `out` holds `elements` words (the caller's
+    // contract above).
     unsafe {
         decode_form_kernel::launch(
             client,
@@ -240,9 +247,17 @@ pub struct FusedLaunch {
     pub rows: usize,
 }
 
-/// Launches [`fused_gemv_kernel`]. Each pair is a handle and the number of 32-bit words it holds,
+/// Launches [`fused_gemv_kernel()`]. Each pair is a handle and the number of 32-bit words it holds,
 /// as uploaded by `crate::fused::op` (which builds every buffer from one validated fast form).
-pub fn launch_fused_gemv(
+///
+/// # Safety
+/// The kernel indexes the codes, aux and meta buffers with offsets derived from `params`, so
+/// the four form buffers must have been uploaded together from one `FastWeight` (as
+/// `crate::fused::op` does); `x` holds `spec.m` rows of the weight's input features and `out`
+/// `spec.m × spec.rows` words; every `(handle, len)` names a live buffer of at least `len`
+/// words on `client`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_fused_gemv(
     client: &cubecl::client::Client,
     spec: FusedLaunch,
     codes: (cubecl::server::Handle, usize),
@@ -256,7 +271,7 @@ pub fn launch_fused_gemv(
         return;
     }
     // SAFETY: each length is the number of words its handle holds; the kernel's indices stay
-    // inside the buffers a fast form of `params`' shape produces.
+    // inside the buffers a fast form of `params`' shape produces (the caller's contract above).
     unsafe {
         fused_gemv_kernel::launch(
             client,

@@ -79,6 +79,13 @@ pub fn run(a: Args) -> Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, tmp.reopen().with_context(io)?);
     write_all(&c, &mut out, &pool).with_context(io)?;
     let file: File = out.into_inner().map_err(|e| e.into_error()).with_context(io)?;
+    // The temporary file is created private (0600); the result is an ordinary file, readable
+    // like every other artifact ember writes.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644)).with_context(io)?;
+    }
     file.sync_all().with_context(io)?;
     drop(file);
     tmp.persist(&a.output)

@@ -303,67 +303,70 @@ mod x86 {
         out: &mut LaneOutput,
         full: usize,
     ) {
-        let width = lanes.x.len();
-        let groups = width / 8;
-        let padded = padded(words);
-        let (optr, rptr, bf16) = out_ptrs(out);
-        let limit = _mm256_set1_epi32(words.len() as i32);
-        let n = table.prob_bits as i32;
-        let shift_n = _mm_cvtsi32_si128(n);
-        let slot_mask = _mm256_set1_epi32((1 << n) - 1);
-        let low12 = _mm256_set1_epi32(0xfff);
-        let one = _mm256_set1_epi32(1);
-        let low16 = _mm256_set1_epi32(0xffff);
-        let zero = _mm256_setzero_si256();
-        let (m80, m7f) = (_mm256_set1_epi32(0x80), _mm256_set1_epi32(0x7f));
-        // Byte 3 of each 32-bit lane → bytes 0..4 of each 128-bit half.
-        let pick = _mm256_setr_epi8(
-            3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1,
-            -1, -1, -1, -1,
-        );
-        let entries = table.entries.as_ptr() as *const i32;
-        let wptr = padded.as_ptr() as *const i32;
-        let mut xs: Vec<__m256i> =
-            (0..groups).map(|g| _mm256_loadu_si256(lanes.x.as_ptr().add(8 * g) as *const __m256i)).collect();
-        let mut ps: Vec<__m256i> =
-            (0..groups).map(|g| _mm256_loadu_si256(lanes.pos.as_ptr().add(8 * g) as *const __m256i)).collect();
-        for base in (0..full).step_by(width) {
-            for g in 0..groups {
-                let x = xs[g];
-                let e = _mm256_i32gather_epi32::<4>(entries, _mm256_and_si256(x, slot_mask));
-                let f = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
-                let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
-                let nx = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, shift_n)), bias);
-                let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(nx), zero);
-                let p = ps[g];
-                let w = _mm256_mask_i32gather_epi32::<2>(zero, wptr, _mm256_min_epu32(p, limit), need);
-                let refilled = _mm256_or_si256(_mm256_slli_epi32::<16>(nx), _mm256_and_si256(w, low16));
-                xs[g] = _mm256_blendv_epi8(nx, refilled, need);
-                ps[g] = _mm256_sub_epi32(p, need);
-                let i = base + 8 * g;
-                if bf16 {
-                    let raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rptr.add(i) as *const __m128i));
-                    let sym = _mm256_srli_epi32::<24>(e);
-                    let v = _mm256_or_si256(
-                        _mm256_or_si256(
-                            _mm256_slli_epi32::<8>(_mm256_and_si256(raw, m80)),
-                            _mm256_slli_epi32::<7>(sym),
-                        ),
-                        _mm256_and_si256(raw, m7f),
-                    );
-                    let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(v, v));
-                    _mm_storeu_si128(optr.add(2 * i) as *mut __m128i, _mm256_castsi256_si128(packed));
-                } else {
-                    let syms = _mm256_shuffle_epi8(e, pick);
-                    let o = optr.add(i);
-                    std::ptr::write_unaligned(o as *mut i32, _mm256_cvtsi256_si32(syms));
-                    std::ptr::write_unaligned(o.add(4) as *mut i32, _mm256_extract_epi32::<4>(syms));
+        // SAFETY: AVX2 is available (the caller's contract); every load and store is within `lanes`, `out` (`full ≤ out.len()`) or the zero-padded word copy, whose gather indices are clamped to its length.
+        unsafe {
+            let width = lanes.x.len();
+            let groups = width / 8;
+            let padded = padded(words);
+            let (optr, rptr, bf16) = out_ptrs(out);
+            let limit = _mm256_set1_epi32(words.len() as i32);
+            let n = table.prob_bits as i32;
+            let shift_n = _mm_cvtsi32_si128(n);
+            let slot_mask = _mm256_set1_epi32((1 << n) - 1);
+            let low12 = _mm256_set1_epi32(0xfff);
+            let one = _mm256_set1_epi32(1);
+            let low16 = _mm256_set1_epi32(0xffff);
+            let zero = _mm256_setzero_si256();
+            let (m80, m7f) = (_mm256_set1_epi32(0x80), _mm256_set1_epi32(0x7f));
+            // Byte 3 of each 32-bit lane → bytes 0..4 of each 128-bit half.
+            let pick = _mm256_setr_epi8(
+                3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1,
+                -1, -1, -1, -1, -1,
+            );
+            let entries = table.entries.as_ptr() as *const i32;
+            let wptr = padded.as_ptr() as *const i32;
+            let mut xs: Vec<__m256i> =
+                (0..groups).map(|g| _mm256_loadu_si256(lanes.x.as_ptr().add(8 * g) as *const __m256i)).collect();
+            let mut ps: Vec<__m256i> =
+                (0..groups).map(|g| _mm256_loadu_si256(lanes.pos.as_ptr().add(8 * g) as *const __m256i)).collect();
+            for base in (0..full).step_by(width) {
+                for g in 0..groups {
+                    let x = xs[g];
+                    let e = _mm256_i32gather_epi32::<4>(entries, _mm256_and_si256(x, slot_mask));
+                    let f = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
+                    let bias = _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
+                    let nx = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, shift_n)), bias);
+                    let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(nx), zero);
+                    let p = ps[g];
+                    let w = _mm256_mask_i32gather_epi32::<2>(zero, wptr, _mm256_min_epu32(p, limit), need);
+                    let refilled = _mm256_or_si256(_mm256_slli_epi32::<16>(nx), _mm256_and_si256(w, low16));
+                    xs[g] = _mm256_blendv_epi8(nx, refilled, need);
+                    ps[g] = _mm256_sub_epi32(p, need);
+                    let i = base + 8 * g;
+                    if bf16 {
+                        let raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rptr.add(i) as *const __m128i));
+                        let sym = _mm256_srli_epi32::<24>(e);
+                        let v = _mm256_or_si256(
+                            _mm256_or_si256(
+                                _mm256_slli_epi32::<8>(_mm256_and_si256(raw, m80)),
+                                _mm256_slli_epi32::<7>(sym),
+                            ),
+                            _mm256_and_si256(raw, m7f),
+                        );
+                        let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(v, v));
+                        _mm_storeu_si128(optr.add(2 * i) as *mut __m128i, _mm256_castsi256_si128(packed));
+                    } else {
+                        let syms = _mm256_shuffle_epi8(e, pick);
+                        let o = optr.add(i);
+                        std::ptr::write_unaligned(o as *mut i32, _mm256_cvtsi256_si32(syms));
+                        std::ptr::write_unaligned(o.add(4) as *mut i32, _mm256_extract_epi32::<4>(syms));
+                    }
                 }
             }
-        }
-        for g in 0..groups {
-            _mm256_storeu_si256(lanes.x.as_mut_ptr().add(8 * g) as *mut __m256i, xs[g]);
-            _mm256_storeu_si256(lanes.pos.as_mut_ptr().add(8 * g) as *mut __m256i, ps[g]);
+            for g in 0..groups {
+                _mm256_storeu_si256(lanes.x.as_mut_ptr().add(8 * g) as *mut __m256i, xs[g]);
+                _mm256_storeu_si256(lanes.pos.as_mut_ptr().add(8 * g) as *mut __m256i, ps[g]);
+            }
         }
     }
 }

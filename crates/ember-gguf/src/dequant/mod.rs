@@ -1,6 +1,6 @@
 //! Dequantization to `f32`: the same arithmetic as ggml's `dequantize_row_*` (ggml-quants.c),
-//! block by block. Plain types are here; the 32-element "legacy" blocks in [`legacy`], the
-//! 256-element k-quant super-blocks in [`kquants`].
+//! block by block. Plain types are here; the 32-element "legacy" blocks in `legacy`, the
+//! 256-element k-quant super-blocks in `kquants`.
 
 mod kquants;
 mod legacy;

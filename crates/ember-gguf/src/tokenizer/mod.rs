@@ -1,6 +1,6 @@
 //! [`Tokenizer`]: a Hugging Face `tokenizers` tokenizer plus what generation needs around it —
 //! the BOS id, the ids that end a turn, and the chat template. Built from GGUF metadata
-//! ([`Tokenizer::from_gguf`], see [`from_gguf`]), from HF `tokenizer.json` /
+//! ([`Tokenizer::from_gguf`], see `from_gguf.rs`), from HF `tokenizer.json` /
 //! `tokenizer_config.json`, or from the JSON this type writes ([`Tokenizer::to_json_string`]),
 //! which `.ember` containers store in their metadata.
 
