@@ -214,14 +214,19 @@ fn run_all(args: &Args) -> Result<()> {
     let find = |name: &str| rows.iter().find(|r| r.name == name && r.error.is_none()).cloned();
     let (dense, plain) = (find("dense"), find(&PLAIN_OFFLOAD.name()));
     for row in rows.iter_mut().filter(|r| r.error.is_none()) {
+        // Memory ratios only between rows read from the same meter.
         if let Some(d) = &dense {
             row.decode_vs_dense = ratio(row.decode_tok_s, d.decode_tok_s);
-            row.peak_vs_dense = ratio(row.device_peak_bytes as f64, d.device_peak_bytes as f64);
+            if row.memory_source == d.memory_source {
+                row.peak_vs_dense = ratio(row.device_peak_bytes as f64, d.device_peak_bytes as f64);
+            }
             row.same_tokens_as_dense = Some(row.tokens == d.tokens);
         }
         if let Some(p) = &plain {
             row.decode_vs_plain = ratio(row.decode_tok_s, p.decode_tok_s);
-            row.peak_vs_plain = ratio(row.device_peak_bytes as f64, p.device_peak_bytes as f64);
+            if row.memory_source == p.memory_source {
+                row.peak_vs_plain = ratio(row.device_peak_bytes as f64, p.device_peak_bytes as f64);
+            }
         }
     }
 
@@ -229,9 +234,12 @@ fn run_all(args: &Args) -> Result<()> {
         quality.rows.iter().find(|q| q.scheme == "lossless").is_some_and(|q| q.bit_exact_vs_dense);
     let memory_note = if on_cpu {
         "Memory on the CPU path is the process resident set (RSS): Burn's CPU backend has no allocator statistics. \
-         Peak = the configuration's own child process peak RSS (VmHWM, includes loading); idle = RSS after generation."
+         Peak = the configuration's own child process peak RSS over the measured generation (VmHWM, reset after \
+         warm-up); idle = RSS after generation."
     } else {
-        "Memory is the device allocator's bytes in use, sampled inside every forward pass (peak) and after generation (idle)."
+        "Memory is the device allocator's bytes in use, one meter for every row (dense included): peak = the highest \
+         figure over the measured generation, sampled after every decode and at the end of every pass; idle = after \
+         generation. Peak reserved bytes (what nvidia-smi shows) are in the JSON."
     };
     let report = Report {
         machine: Machine::probe(),

@@ -24,11 +24,12 @@ mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ember::{Config, FusedMode, Residency, Store};
+use ember::{Config, FusedMode, Meter, Residency, Store};
 use ember_gguf::tokenizer::ChatMessage;
 use ember_llama::{generate_with, offload, GenerateOptions, Sampler};
 
@@ -86,21 +87,6 @@ struct Args {
     json: bool,
 }
 
-/// Device memory, or the process's resident set on the CPU path (where the backend keeps no
-/// allocator statistics).
-struct Memory {
-    idle: u64,
-    peak: u64,
-    source: &'static str,
-}
-
-fn sample(store: &Store) -> Option<(u64, &'static str)> {
-    match store.sample_memory() {
-        Some(m) => Some((m.bytes_in_use, "device allocator (bytes in use, sampled after each forward)")),
-        None => common::process_memory().map(|(_, rss)| (rss, "process resident set (CPU path)")),
-    }
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
     let (device, device_name) = common::pick_device(&a.device)?;
@@ -132,8 +118,12 @@ fn main() -> Result<()> {
         )?
     };
     let load_secs = load.elapsed().as_secs_f64();
-    let idle = sample(&store);
-    let mut memory = idle.map(|(b, source)| Memory { idle: b, peak: b, source });
+    // One meter for every policy, dense included: the device allocator on a GPU, the process on
+    // the CPU path. It is sampled after every decode and at the end of every pass, and its peak
+    // covers the generation only (attach-time work is not counted).
+    let meter = Arc::new(Meter::new(&device));
+    store.set_meter(Some(Arc::clone(&meter)));
+    meter.reset_peaks();
 
     let prompt = if a.chat {
         tokenizer.apply_chat_template(&[ChatMessage::user(a.prompt.clone())], true)?
@@ -171,13 +161,7 @@ fn main() -> Result<()> {
                 }
             }
         },
-        |forward| {
-            let logits = store.forward(forward);
-            if let (Some(m), Some((now, _))) = (memory.as_mut(), sample(&store)) {
-                m.peak = m.peak.max(now);
-            }
-            logits
-        },
+        |forward| store.forward(forward),
     )?;
     if !json {
         if let Some(rest) = stream.finish() {
@@ -187,9 +171,8 @@ fn main() -> Result<()> {
     }
     // Idle again: what stays on the device between requests.
     store.drop_prefetch();
-    if let (Some(m), Some((now, _))) = (memory.as_mut(), sample(&store)) {
-        m.idle = now;
-    }
+    let peak = meter.peaks();
+    let idle = meter.sample();
 
     let stats = store.stats();
     let text = tokenizer.decode(&generation.tokens)?;
@@ -222,9 +205,10 @@ fn main() -> Result<()> {
             "decode_tokens_per_s": decode_tps,
             "weights_dense_bytes": weights_dense_bytes,
             "weights_compressed_bytes": weights_compressed_bytes,
-            "device_bytes_peak": memory.as_ref().map(|m| m.peak),
-            "device_bytes_idle": memory.as_ref().map(|m| m.idle),
-            "memory_source": memory.as_ref().map(|m| m.source),
+            "memory_bytes_peak": peak.in_use,
+            "memory_reserved_bytes_peak": peak.reserved,
+            "memory_bytes_idle": idle.map(|m| m.in_use),
+            "memory_source": meter.source(),
             "decode_count": stats.decode_count,
             "decode_seconds": stats.decode_seconds,
             "decode_time_share": stats.decode_seconds / total_secs.max(1e-9),
@@ -255,8 +239,16 @@ fn main() -> Result<()> {
             mib(weights_compressed_bytes),
             100.0 * weights_compressed_bytes as f64 / weights_dense_bytes.max(1) as f64
         );
-        if let Some(m) = &memory {
-            eprintln!("memory: {:.1} MiB peak, {:.1} MiB idle ({})", mib(m.peak), mib(m.idle), m.source);
+        let idle = idle.map_or("unknown".to_string(), |m| format!("{:.1} MiB", mib(m.in_use)));
+        if meter.source() == ember::MeterSource::DeviceAllocator {
+            eprintln!(
+                "memory: {:.1} MiB peak in use ({:.1} MiB reserved), {idle} idle ({})",
+                mib(peak.in_use),
+                mib(peak.reserved),
+                meter.source().label()
+            );
+        } else {
+            eprintln!("memory: {:.1} MiB peak, {idle} idle ({})", mib(peak.in_use), meter.source().label());
         }
         eprintln!(
             "decodes: {} in {:.3} s ({:.1}% of generation time) · fused products: {}",

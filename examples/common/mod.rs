@@ -188,17 +188,6 @@ pub fn pick_device(choice: &str) -> Result<(Device, String)> {
     }
 }
 
-/// Peak and current resident set of this process, in bytes (the CPU path's "device memory").
-pub fn process_memory() -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
-    };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
-}
-
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a killed
 /// run never leaves a half-written result.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -1,8 +1,12 @@
 //! One configuration measured in its own process: a warm-up generation, then a measured one,
-//! with memory sampled inside every forward pass.
+//! with one memory meter for every configuration (dense included): the device allocator on a
+//! GPU, sampled after every decode and at the end of every pass; the process on the CPU path.
+//! Peaks cover the measured generation only.
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ember::Store;
+use ember::{Meter, MeterSource, Store};
 use ember_llama::{generate_with, offload, GenerateOptions, Sampler};
 use serde::{Deserialize, Serialize};
 
@@ -37,11 +41,15 @@ pub struct Row {
     /// Time to first token (prefill forward and its sampling), milliseconds.
     pub ttft_ms: f64,
     /// Where the memory figures come from: `rss` (CPU path: process resident set) or
-    /// `allocator` (device allocator, bytes in use).
+    /// `allocator` (device allocator, bytes in use). Ratios only join rows of one source.
     pub memory_source: String,
-    /// Peak device memory: the process's peak RSS (VmHWM) on the CPU path, the highest sampled
-    /// allocator figure on a GPU.
+    /// Peak memory over the measured generation: the process's peak RSS (VmHWM, reset after
+    /// warm-up) on the CPU path; on a GPU the allocator's bytes in use, sampled after every
+    /// decode and at the end of every pass.
     pub device_peak_bytes: u64,
+    /// Peak bytes the device allocator reserved (what `nvidia-smi` shows); RSS on the CPU path.
+    #[serde(default)]
+    pub reserved_peak_bytes: u64,
     /// Highest figure sampled at the end of a forward pass (inside it, before per-forward frees).
     pub forward_peak_bytes: u64,
     /// After generation, prefetch dropped: what the configuration holds between requests.
@@ -78,14 +86,6 @@ pub struct Row {
     pub stats: serde_json::Value,
 }
 
-/// Current device memory: the allocator's bytes in use where the backend reports them, else RSS.
-fn sample(store: &Store) -> (u64, &'static str) {
-    match store.sample_memory() {
-        Some(m) => (m.bytes_in_use, "allocator"),
-        None => (common::process_memory().map_or(0, |(_, rss)| rss), "rss"),
-    }
-}
-
 /// Measures `setup` in this process.
 pub fn run(setup: &Setup, source: &ModelSource, device: &str, max_tokens: usize, budget: u64) -> Result<Row> {
     let (device, _) = common::pick_device(device)?;
@@ -98,11 +98,14 @@ pub fn run(setup: &Setup, source: &ModelSource, device: &str, max_tokens: usize,
     let prompt = source.tokens(&store, PROMPT, true, SYNTHETIC_PROMPT_TOKENS, 0)?;
     let options = GenerateOptions { max_tokens, sampler: Sampler::greedy(), stop_ids: vec![] };
 
+    let meter = Arc::new(Meter::new(&device));
     generate_with(&llama, &prompt, &options, |_| {}, |f| store.forward(f))?;
     store.reset_stats();
+    store.drop_prefetch();
+    store.set_meter(Some(Arc::clone(&meter)));
+    meter.reset_peaks();
 
     let mut forward_peak = 0u64;
-    let mut source = "rss";
     let generation = generate_with(
         &llama,
         &prompt,
@@ -111,20 +114,19 @@ pub fn run(setup: &Setup, source: &ModelSource, device: &str, max_tokens: usize,
         |f| {
             store.forward(|| {
                 let logits = f();
-                let (bytes, s) = sample(&store);
-                forward_peak = forward_peak.max(bytes);
-                source = s;
+                forward_peak = forward_peak.max(meter.sample().map_or(0, |m| m.in_use));
                 logits
             })
         },
     )?;
     store.drop_prefetch();
-    let (idle, _) = sample(&store);
-    let mut stats = store.stats();
-    let peak = match (source, stats.device_bytes_peak) {
-        ("allocator", Some(p)) => p.max(forward_peak),
-        _ => common::process_memory().map_or(forward_peak, |(hwm, _)| hwm),
+    let peak = meter.peaks();
+    let idle = meter.sample().map_or(0, |m| m.in_use);
+    let source = match meter.source() {
+        MeterSource::DeviceAllocator => "allocator",
+        MeterSource::ProcessResidentSet => "rss",
     };
+    let mut stats = store.stats();
     let wall = generation.prefill_secs + generation.decode_secs;
     let (scheme, policy, residency, prefetch, fused) = match setup {
         Setup::Dense => ("dense".to_string(), "-".to_string(), "-".to_string(), false, false),
@@ -145,7 +147,8 @@ pub fn run(setup: &Setup, source: &ModelSource, device: &str, max_tokens: usize,
         decode_tok_s: generation.decode_tokens_per_sec(),
         ttft_ms: generation.prefill_secs * 1e3,
         memory_source: source.to_string(),
-        device_peak_bytes: peak,
+        device_peak_bytes: peak.in_use,
+        reserved_peak_bytes: peak.reserved,
         forward_peak_bytes: forward_peak,
         device_idle_bytes: idle,
         host_bytes: stats.compressed_resident_host_bytes,

@@ -17,8 +17,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(tile) = read_coded_tile(payload, lanes, 0) else { return };
     let count = (payload.len() * 3) % 5000;
     let mut out = vec![0u8; count];
-    let _ = decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &table.decode_table(), LaneOutput::Symbols(&mut out));
+    let _ =
+        decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &table.decode_table(), LaneOutput::Symbols(&mut out));
     let raw = vec![0u8; count];
     let mut out2 = vec![0u8; 2 * count];
-    let _ = decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &table.decode_table(), LaneOutput::Bf16 { raw: &raw, out: &mut out2 });
+    let _ = decode_lanes(
+        &tile.states,
+        &tile.lane_ends,
+        &tile.words,
+        &table.decode_table(),
+        LaneOutput::Bf16 { raw: &raw, out: &mut out2 },
+    );
 });

@@ -42,11 +42,15 @@ pub enum Preset {
     TinyLlama,
     /// SmolLM2-135M's shapes: 30 layers, width 576, GQA 9/3 (0.13 B parameters).
     Smollm2_135m,
+    /// A 2-layer, width-128 Llama (0.2 M parameters): rehearsals of the GPU script and tests,
+    /// where only the plumbing is measured.
+    Tiny,
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 4] = [Preset::Llama3_8b, Preset::Llama3_2_1b, Preset::TinyLlama, Preset::Smollm2_135m];
+    pub const ALL: [Preset; 5] =
+        [Preset::Llama3_8b, Preset::Llama3_2_1b, Preset::TinyLlama, Preset::Smollm2_135m, Preset::Tiny];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -55,6 +59,7 @@ impl Preset {
             Preset::Llama3_2_1b => "llama3.2-1b",
             Preset::TinyLlama => "tinyllama",
             Preset::Smollm2_135m => "smollm2-135m",
+            Preset::Tiny => "tiny",
         }
     }
 
@@ -74,6 +79,7 @@ impl Preset {
             Preset::Llama3_2_1b => (2048, 8192, 16, 32, 8, 128256, 500000.0, true, Some(llama3_scaling), 1e-5),
             Preset::TinyLlama => (2048, 5632, 22, 32, 4, 32000, 10000.0, false, None, 1e-5),
             Preset::Smollm2_135m => (576, 1536, 30, 9, 3, 49152, 100000.0, true, None, 1e-5),
+            Preset::Tiny => (128, 256, 2, 4, 2, 512, 10000.0, true, None, 1e-5),
         };
         serde_json::json!({
             "model_type": "llama",
@@ -103,7 +109,7 @@ impl Preset {
 #[derive(Debug, thiserror::Error)]
 pub enum SyntheticError {
     /// A preset name that does not exist.
-    #[error("unknown synthetic model `{0}` (expected llama3-8b, llama3.2-1b, tinyllama or smollm2-135m)")]
+    #[error("unknown synthetic model `{0}` (expected llama3-8b, llama3.2-1b, tinyllama, smollm2-135m or tiny)")]
     UnknownPreset(String),
     /// The preset's config does not parse (a bug, reported rather than hidden).
     #[error(transparent)]

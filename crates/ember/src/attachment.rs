@@ -114,6 +114,8 @@ pub(crate) struct Attachment {
     counters: Mutex<Vec<WeightStats>>,
     pub(crate) dense: (usize, u64),
     memory: Mutex<(Option<DeviceMemory>, Option<u64>)>,
+    /// The store's memory meter, sampled after every decode.
+    pub(crate) meter: crate::meter::MeterSlot,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,6 +155,7 @@ impl Attachment {
             counters: Mutex::new(counters),
             dense,
             memory: Mutex::new((None, None)),
+            meter: Default::default(),
         }
     }
 
@@ -257,6 +260,8 @@ impl Attachment {
             let _ = w.device.sync();
         }
         let secs = start.elapsed().as_secs_f64();
+        // The decoded weight is alive now: a high-water moment for the meter.
+        crate::meter::sample_slot(&self.meter);
         let mut c = lock(&self.counters);
         let s = &mut c[index];
         s.misses += 1;

@@ -146,7 +146,7 @@ impl Cache {
     /// only the outermost end counts.
     pub fn pass(&self) -> PassGuard {
         self.lock().depth += 1;
-        PassGuard { caches: vec![self.clone()] }
+        PassGuard { caches: vec![self.clone()], meter: None }
     }
 
     fn end_pass(&self) {
@@ -178,19 +178,24 @@ impl std::fmt::Debug for Cache {
 #[must_use = "the pass ends when the guard is dropped"]
 pub struct PassGuard {
     pub(crate) caches: Vec<Cache>,
+    /// Sampled as the pass ends, before the policy releases anything.
+    meter: Option<std::sync::Arc<crate::meter::Meter>>,
 }
 
 impl PassGuard {
-    pub(crate) fn over(caches: Vec<Cache>) -> Self {
+    pub(crate) fn over(caches: Vec<Cache>, meter: Option<std::sync::Arc<crate::meter::Meter>>) -> Self {
         for c in &caches {
             c.lock().depth += 1;
         }
-        Self { caches }
+        Self { caches, meter }
     }
 }
 
 impl Drop for PassGuard {
     fn drop(&mut self) {
+        if let Some(m) = &self.meter {
+            m.sample();
+        }
         for c in &self.caches {
             c.end_pass();
         }

@@ -5,13 +5,13 @@
 //!
 //! Peaks are high-water marks over a measured span, not samples at pass boundaries. CubeCL's
 //! pool keeps no peak statistics (its `MemoryUsage` holds current figures only), so on a GPU the
-//! meter is sampled by ember at every decode, at every fused product's completion and at the end
-//! of every pass while it is attached to a store ([`crate::Store::meter`]): the moments decoded
-//! weights are most numerous. Each sample syncs the device, so attach a meter for measurement
+//! meter is sampled by ember after every decode and at the end of every pass (before the pass
+//! releases anything) while it is attached to a store ([`crate::Store::set_meter`]): the moments
+//! decoded weights are most numerous. Each sample syncs the device, so attach a meter for measurement
 //! runs. On the CPU path the kernel itself tracks the process's peak resident set (`VmHWM`),
 //! which [`Meter::reset_peaks`] resets (`/proc/self/clear_refs`), so that peak is exact.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::Device;
 use serde::Serialize;
@@ -132,4 +132,15 @@ fn proc_status_bytes(field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Where a store's attachments find the meter, if one is set.
+pub(crate) type MeterSlot = Arc<Mutex<Option<Arc<Meter>>>>;
+
+/// Samples the meter in `slot`, if any.
+pub(crate) fn sample_slot(slot: &MeterSlot) {
+    let meter = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(m) = meter {
+        m.sample();
+    }
 }

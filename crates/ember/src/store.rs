@@ -24,6 +24,7 @@ use rayon::prelude::*;
 pub struct Store {
     file: Arc<Container>,
     attachments: Arc<Mutex<Vec<Arc<Attachment>>>>,
+    meter: crate::meter::MeterSlot,
 }
 
 impl std::fmt::Debug for Store {
@@ -49,7 +50,7 @@ impl Store {
 
     /// Wraps an opened (and verified) container.
     pub fn from_container(file: Container) -> Self {
-        Self { file: Arc::new(file), attachments: Arc::new(Mutex::new(Vec::new())) }
+        Self { file: Arc::new(file), attachments: Arc::new(Mutex::new(Vec::new())), meter: Default::default() }
     }
 
     /// The container.
@@ -215,7 +216,7 @@ impl Store {
                 plans.insert(m.param.clone(), Plan::Dense(Box::new((w, flat))));
             }
         }
-        let att = Arc::new(Attachment::new(
+        let mut att = Attachment::new(
             weights,
             config.cache.clone(),
             config.residency,
@@ -223,7 +224,9 @@ impl Store {
             config.prefetch,
             config.sync_timing,
             dense,
-        ));
+        );
+        att.meter = Arc::clone(&self.meter);
+        let att = Arc::new(att);
         let model = model.apply_reparameterization(Attacher { plans, att: Arc::clone(&att) });
         self.attachments.lock().unwrap_or_else(|e| e.into_inner()).push(att);
         Ok(model)
@@ -248,7 +251,25 @@ impl Store {
 
     /// Starts a forward pass that ends when the guard is dropped (also on panic).
     pub fn pass(&self) -> PassGuard {
-        PassGuard::over(self.caches())
+        PassGuard::over(self.caches(), self.meter.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Samples `meter` after every decode of this store's weights and at the end of every pass
+    /// (see [`Meter`](crate::Meter): each sample syncs the device, so set one for measurement
+    /// runs); `None` stops. Applies to attachments made before and after the call.
+    ///
+    /// ```no_run
+    /// # fn run(store: &ember::Store, device: &burn::tensor::Device, model: &dyn Fn() -> u32) {
+    /// let meter = std::sync::Arc::new(ember::Meter::new(device));
+    /// store.set_meter(Some(meter.clone()));
+    /// store.forward(|| model()); // warm-up
+    /// meter.reset_peaks();
+    /// store.forward(|| model());
+    /// println!("{:?} peak over the pass ({})", meter.peaks(), meter.source().label());
+    /// # }
+    /// ```
+    pub fn set_meter(&self, meter: Option<Arc<crate::meter::Meter>>) {
+        *self.meter.lock().unwrap_or_else(|e| e.into_inner()) = meter;
     }
 
     /// Counters over every attachment of this store.
