@@ -9,8 +9,8 @@
 # unless already set). Builds go to $CARGO_TARGET_DIR when set. Environment knobs:
 #   FUZZ_RSS_MB    memory limit per target in MiB (default 2048)
 #   FUZZ_WORK      where new corpus entries and crash artifacts go (default: a temp directory)
-#   FUZZ_FLEX=1    also run decode_batch_flex (Burn's Flex backend; a long build, and with only
-#                  ember-kernels' `flex` feature it does not build yet, see fuzz/RESULTS.md)
+#   FUZZ_FLEX=1    also run decode_batch_flex (Burn's Flex backend: a sanitizer build of Burn,
+#                  about 20 minutes on 2 cores)
 # Exits non-zero if any target crashes, leaks, times out or runs out of memory; each failure's
 # input is kept under $FUZZ_WORK/artifacts/<target>/ and replayed once so its panic message shows.
 set -euo pipefail

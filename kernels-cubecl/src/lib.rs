@@ -30,6 +30,8 @@ pub mod cpu;
 pub mod device;
 mod error;
 pub mod fused;
+// The `#[cube]` kernels need CubeCL, which only the GPU features bring in.
+#[cfg(feature = "wgpu")]
 pub mod kernel;
 pub mod op;
 

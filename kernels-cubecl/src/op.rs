@@ -196,6 +196,28 @@ mod flex {
         data.try_into_vec::<u32>().unwrap_or_else(|e| panic!("ember decode buffers are u32 tensors: {e:?}"))
     }
 
+    /// Decodes the op's buffers with the reference decoder: the output bytes and the outcome.
+    fn decode_host(
+        data: IntTensor<Flex>,
+        tiles: IntTensor<Flex>,
+        tables: IntTensor<Flex>,
+        scales: IntTensor<Flex>,
+        spec: &LaunchSpec,
+    ) -> (Vec<u8>, Result<(), crate::cpu::HostDecodeError>) {
+        let mut out = vec![0u8; spec.elements * spec.dtype.size()];
+        let decoded = decode_batch_host(
+            &host_words(data),
+            &host_words(tiles),
+            &host_words(tables),
+            &host_words(scales),
+            spec.scheme,
+            spec.output,
+            spec.lanes,
+            &mut out,
+        );
+        (out, decoded)
+    }
+
     impl DecodeOps for Flex {
         fn ember_decode(
             data: IntTensor<Self>,
@@ -205,17 +227,7 @@ mod flex {
             spec: LaunchSpec,
         ) -> FloatTensor<Self> {
             let device = data.device();
-            let mut out = vec![0u8; spec.elements * spec.dtype.size()];
-            let decoded = decode_batch_host(
-                &host_words(data),
-                &host_words(tiles),
-                &host_words(tables),
-                &host_words(scales),
-                spec.scheme,
-                spec.output,
-                spec.lanes,
-                &mut out,
-            );
+            let (out, decoded) = decode_host(data, tiles, tables, scales, &spec);
             if let Err(e) = decoded {
                 super::failed_after_validation(&e);
             }
@@ -231,18 +243,7 @@ mod flex {
         ) -> IntTensor<Self> {
             let device = data.device();
             let mut status = vec![0u32; spec.num_tiles.max(1)];
-            let mut out = vec![0u8; spec.elements * spec.dtype.size()];
-            let decoded = decode_batch_host(
-                &host_words(data),
-                &host_words(tiles),
-                &host_words(tables),
-                &host_words(scales),
-                spec.scheme,
-                spec.output,
-                spec.lanes,
-                &mut out,
-            );
-            if let Err(e) = decoded {
+            if let (_, Err(e)) = decode_host(data, tiles, tables, scales, &spec) {
                 // A failure that is not one tile's marks them all.
                 match e.tile.and_then(|t| status.get_mut(t)) {
                     Some(s) => *s = 1,

@@ -53,6 +53,7 @@ impl std::fmt::Debug for FusedWeight {
     }
 }
 
+#[cfg(feature = "wgpu")]
 fn add_bias(y: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
     match bias {
         Some(b) => y + b.unsqueeze::<2>(),
@@ -105,9 +106,10 @@ impl FusedWeight {
 
     /// Whether [`FusedWeight::linear`] runs without decoding the weight for `m` activation rows
     /// in this orientation (on the CPU path always; GPUs multiply `[out, in]` weights for up to
-    /// [`crate::kernel::MAX_M`] rows, and otherwise decode, then multiply).
+    /// `kernel::MAX_M` rows, and otherwise decode, then multiply).
     pub fn fuses(&self, orientation: Orientation, m: usize) -> bool {
-        crate::op::is_host(&self.device) || (orientation == Orientation::RowsAreOutputs && m <= crate::kernel::MAX_M)
+        crate::op::is_host(&self.device)
+            || (orientation == Orientation::RowsAreOutputs && GPU_MAX_M.is_some_and(|max| m <= max))
     }
 
     /// `y = x·Wᵀ` (or `x·W`, by `orientation`) `+ bias`, for `x` `[m, in]`. Where
@@ -211,9 +213,16 @@ pub fn crossover(device: &Device) -> usize {
     if crate::op::is_host(device) {
         CPU_CROSSOVER
     } else {
-        crate::kernel::MAX_M
+        GPU_MAX_M.unwrap_or(0)
     }
 }
+
+/// Activation rows the GPU kernel `fused_gemv` multiplies at most (`kernel::MAX_M`); `None` in a
+/// build without GPU support, where every device is the CPU path.
+#[cfg(feature = "wgpu")]
+const GPU_MAX_M: Option<usize> = Some(crate::kernel::MAX_M);
+#[cfg(not(feature = "wgpu"))]
+const GPU_MAX_M: Option<usize> = None;
 
 /// Rows up to which the CPU kernels beat Burn's packed GEMM (see [`crossover`]).
 const CPU_CROSSOVER: usize = 16;
