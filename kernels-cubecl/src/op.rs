@@ -88,6 +88,45 @@ mod cube {
         (t.handle.clone(), t.meta.shape().num_elements())
     }
 
+    /// Allocates the output (`elements` of `dtype`, at least one word) and launches the tile
+    /// kernel over a batch's uploaded words.
+    fn launch(
+        [data, tiles, tables, scales]: [CubeTensor; 4],
+        spec: &LaunchSpec,
+        launch: TileLaunch,
+        elements: usize,
+        dtype: DType,
+    ) -> CubeTensor {
+        let client = data.client.clone();
+        let bytes = elements * dtype.size();
+        let out = CubeTensor::new_contiguous(
+            client.clone(),
+            data.device.clone(),
+            [elements].into(),
+            client.empty(bytes.max(4)),
+            dtype,
+        );
+        // SAFETY: the four inputs are the words of one `DecodeBatch` uploaded by
+        // `UploadedBatch::new` (the only caller of this crate-private op), launched with its tile
+        // count, lanes and scheme; `out` holds the batch's output words for a decode, or one word
+        // per tile for a check (the callers below size it so).
+        unsafe {
+            launch_decode_tiles(
+                &client,
+                spec.num_tiles,
+                spec.lanes,
+                spec.scheme,
+                launch,
+                words(&data),
+                words(&tiles),
+                words(&tables),
+                words(&scales),
+                (out.handle.clone(), (bytes / 4).max(1)),
+            )
+        };
+        out
+    }
+
     impl DecodeOps for CubeBackend {
         fn ember_decode(
             data: CubeTensor,
@@ -96,34 +135,8 @@ mod cube {
             scales: CubeTensor,
             spec: LaunchSpec,
         ) -> CubeTensor {
-            let client = data.client.clone();
-            let bytes = spec.elements * spec.dtype.size();
-            let out = CubeTensor::new_contiguous(
-                client.clone(),
-                data.device.clone(),
-                [spec.elements].into(),
-                client.empty(bytes.max(4)),
-                spec.dtype,
-            );
-            let out_words = (bytes / 4).max(1);
-            // SAFETY: the four inputs are the words of one `DecodeBatch` uploaded by
-            // `UploadedBatch::new` (the only caller of this crate-private op), launched with its
-            // tile count, lanes and scheme, and `out` holds the batch's output words.
-            unsafe {
-                launch_decode_tiles(
-                    &client,
-                    spec.num_tiles,
-                    spec.lanes,
-                    spec.scheme,
-                    TileLaunch::Decode(spec.output),
-                    words(&data),
-                    words(&tiles),
-                    words(&tables),
-                    words(&scales),
-                    (out.handle.clone(), out_words),
-                )
-            };
-            out
+            let decode = TileLaunch::Decode(spec.output);
+            launch([data, tiles, tables, scales], &spec, decode, spec.elements, spec.dtype)
         }
 
         fn ember_check_tiles(
@@ -133,31 +146,8 @@ mod cube {
             scales: CubeTensor,
             spec: LaunchSpec,
         ) -> CubeTensor {
-            let client = data.client.clone();
-            let n = spec.num_tiles.max(1);
-            let out = CubeTensor::new_contiguous(
-                client.clone(),
-                data.device.clone(),
-                [n].into(),
-                client.empty(4 * n),
-                DType::U32,
-            );
-            // SAFETY: as in `ember_decode`; `out` holds one word per tile.
-            unsafe {
-                launch_decode_tiles(
-                    &client,
-                    spec.num_tiles,
-                    spec.lanes,
-                    spec.scheme,
-                    TileLaunch::Check,
-                    words(&data),
-                    words(&tiles),
-                    words(&tables),
-                    words(&scales),
-                    (out.handle.clone(), n),
-                )
-            };
-            out
+            let tiles_out = spec.num_tiles.max(1);
+            launch([data, tiles, tables, scales], &spec, TileLaunch::Check, tiles_out, DType::U32)
         }
 
         fn ember_copy_words(input: CubeTensor) -> CubeTensor {
