@@ -44,7 +44,8 @@ use report::{Machine, QualitySection, Report};
 #[derive(Parser, Debug)]
 #[command(about = "Compare dense, plain offload and ember's policies on one device")]
 struct Args {
-    /// A `.gguf` (compressed per scheme, cached) or `.ember`; default: SmolLM2-135M-Instruct.
+    /// A `.gguf` file or Hugging Face model directory (compressed per scheme, cached) or an `.ember`
+    /// file; default: SmolLM2-135M-Instruct.
     #[arg(long, conflicts_with = "synthetic")]
     model: Option<PathBuf>,
     /// A Llama-shaped model generated here from `--seed` instead of a file: llama3-8b,

@@ -36,10 +36,11 @@ use ember_llama::{generate_with, offload, GenerateOptions, Sampler};
 #[derive(Parser)]
 #[command(about = "Generate text with a Llama whose weights stay compressed until a layer needs them")]
 struct Args {
-    /// A .gguf (compressed on first use, cached) or .ember file; default: SmolLM2-135M-Instruct.
+    /// A .gguf file or Hugging Face model directory (compressed on first use, cached) or an .ember
+    /// file; default: SmolLM2-135M-Instruct.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// How weights are coded (when compressing a GGUF).
+    /// How weights are coded (when compressing a GGUF file or a model directory).
     #[arg(long, default_value = "lossless", value_parser = ["lossless", "int8", "int4"])]
     scheme: String,
     /// What stays decoded: none, per-forward, full, adaptive (within --budget), or dense (no offload).

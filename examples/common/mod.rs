@@ -9,60 +9,78 @@ use ember::codec::SchemeKind;
 use ember_llama::synthetic::{self, Preset};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// The container for `gguf` coded with `scheme`, compressed on first use into the cache
-/// (`$EMBER_CACHE`, else `~/.cache/ember`) and reused afterwards.
-pub fn compressed(gguf: &Path, scheme: &str) -> Result<PathBuf> {
-    let stem = gguf.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+/// The container for `source` (a GGUF file or a Hugging Face model directory) coded with
+/// `scheme`, compressed on first use into the cache (`$EMBER_CACHE`, else `~/.cache/ember`) and
+/// reused afterwards. The name carries a hash of the source's content, so a changed file — even
+/// one with the same name and size — never reuses a stale container.
+fn compressed(source: &Path, name: &str, content: &[PathBuf], scheme: &str) -> Result<PathBuf> {
     let dir = ember_gguf::fetch::cache_dir().join("containers");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The source's content hash is part of the name, so a different file — even one with the
-    // same name and size — never reuses a stale container.
-    let out = dir.join(format!("{stem}-{:016x}.{scheme}.ember", content_hash(gguf)?));
+    let out = dir.join(format!("{name}-{:016x}.{scheme}.ember", content_hash(content)?));
     if !out.exists() {
-        eprintln!("compressing {} with `{scheme}` (once; cached at {})", gguf.display(), out.display());
+        eprintln!("compressing {} with `{scheme}` (once; cached at {})", source.display(), out.display());
         let args: Vec<std::ffi::OsString> = vec![
             "ember".into(),
             "compress".into(),
-            gguf.into(),
+            source.into(),
             "-o".into(),
             out.clone().into(),
             "--scheme".into(),
             scheme.into(),
         ];
-        ember_cli::run(args).with_context(|| format!("compressing {}", gguf.display()))?;
+        ember_cli::run(args).with_context(|| format!("compressing {}", source.display()))?;
     }
     Ok(out)
 }
 
-/// XXH3-64 of a file's bytes, streamed (a few hundred milliseconds per GB from the page cache).
-fn content_hash(path: &Path) -> Result<u64> {
+/// XXH3-64 over the files' names and bytes, streamed (a few hundred milliseconds per GB from the
+/// page cache).
+fn content_hash(files: &[PathBuf]) -> Result<u64> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            return Ok(hasher.digest());
+    for path in files {
+        // A single file hashes as its bytes alone (the key of containers cached before).
+        if files.len() > 1 {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            hasher.update(name.as_bytes());
+            hasher.update(&[0]);
         }
-        hasher.update(&buf[..n]);
+        let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        loop {
+            let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
     }
+    Ok(hasher.digest())
 }
 
-/// The model a path names: a `.ember` container as is, a `.gguf` compressed with `scheme`
-/// (cached); no path means the default model (SmolLM2-135M-Instruct, fetched once).
+/// The model a path names: a `.ember` container as is; a `.gguf` file or a Hugging Face model
+/// directory (plain, or the hub cache's `models--ORG--NAME`) compressed with `scheme` (cached);
+/// no path means the default model (SmolLM2-135M-Instruct, fetched once).
 pub fn container_for(model: Option<&Path>, scheme: &str) -> Result<PathBuf> {
+    let gguf = |p: &Path| -> Result<PathBuf> {
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+        compressed(p, stem, &[p.to_path_buf()], scheme)
+    };
     match model {
+        Some(p) if p.is_dir() => {
+            let dir = ember_cli::hf_dir::resolve(p)?;
+            ember_cli::hf_dir::check_runnable(&dir)?;
+            let content = ember_cli::hf_dir::content_files(&dir)?;
+            compressed(&dir, &ember_cli::hf_dir::display_name(&dir), &content, scheme)
+        }
         Some(p) if p.extension().is_some_and(|e| e == "ember") => Ok(p.to_path_buf()),
-        Some(p) if p.extension().is_some_and(|e| e == "gguf") => compressed(p, scheme),
+        Some(p) if p.extension().is_some_and(|e| e == "gguf") => gguf(p),
+        Some(p) if !p.exists() => anyhow::bail!("{}: no such file or directory", p.display()),
         Some(p) => anyhow::bail!(
-            "{}: expected a .gguf or .ember file (compress a Hugging Face directory with `ember compress DIR -o model.ember`)",
+            "{}: expected a .gguf or .ember file, or a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)",
             p.display()
         ),
-        None => {
-            let gguf = ember_gguf::fetch::default_model_gguf().context("fetching the default model")?;
-            compressed(&gguf, scheme)
-        }
+        None => gguf(&ember_gguf::fetch::default_model_gguf().context("fetching the default model")?),
     }
 }
 
@@ -100,7 +118,7 @@ pub fn synthetic_container(preset: Preset, seed: u64, scheme: &str) -> Result<Pa
 /// Where a benchmark's model comes from.
 #[derive(Clone, Debug)]
 pub enum ModelSource {
-    /// A `.gguf` or `.ember` file; `None` is the default model.
+    /// A `.gguf` or `.ember` file or a Hugging Face model directory; `None` is the default model.
     File(Option<PathBuf>),
     /// A Llama-shaped model generated from a seed.
     Synthetic { preset: Preset, seed: u64 },
@@ -128,6 +146,7 @@ impl ModelSource {
     pub fn name(&self) -> String {
         match self {
             Self::File(None) => "smollm2".into(),
+            Self::File(Some(p)) if p.is_dir() => ember_cli::hf_dir::display_name(p).to_lowercase(),
             Self::File(Some(p)) => p.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_lowercase(),
             Self::Synthetic { preset, .. } => format!("synthetic-{}", preset.name()),
         }

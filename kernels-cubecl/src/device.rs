@@ -1,6 +1,7 @@
 //! Opening the GPU explicitly as Vulkan: a missing driver is an error, never a silent fallback
 //! to OpenGL (which would lose f16 and atomics and change what the kernels compile to).
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use burn::tensor::wgpu::WgpuBackend;
@@ -35,6 +36,7 @@ static DEVICE: OnceLock<Result<VulkanDevice, String>> = OnceLock::new();
 pub fn open_vulkan() -> Result<VulkanDevice, KernelError> {
     DEVICE
         .get_or_init(|| {
+            quiet_headless_device_select();
             let (device, setup) = Device::wgpu_options()
                 .graphics_api(WgpuBackend::Vulkan)
                 .init_with_setup()
@@ -50,6 +52,23 @@ pub fn open_vulkan() -> Result<VulkanDevice, KernelError> {
         })
         .clone()
         .map_err(KernelError::NoVulkan)
+}
+
+/// Turns off Mesa's device-select layer on a headless machine, before the Vulkan loader starts.
+///
+/// The layer (installed with Mesa's Vulkan drivers, lavapipe included) asks the Wayland
+/// compositor which GPU drives the screen. Without `XDG_RUNTIME_DIR` there is no compositor to ask,
+/// and libwayland prints `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` once
+/// per enumeration — four lines that read like a failure on every headless run. The layer only
+/// reorders adapters for a display; wgpu picks the adapter itself, so disabling it (its own
+/// documented switch, `NODEVICE_SELECT=1`) changes nothing else. A desktop session, or a user
+/// who set `NODEVICE_SELECT` either way, is left as it is.
+fn quiet_headless_device_select() {
+    let has_runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_dir());
+    let has_display = std::env::var_os("WAYLAND_DISPLAY").is_some() || std::env::var_os("WAYLAND_SOCKET").is_some();
+    if !has_runtime_dir && !has_display && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
 }
 
 /// The Burn device of [`open_vulkan`].

@@ -133,14 +133,7 @@ impl GgufSource {
             m.push(("ember.llama.config", hp.to_hf_config_json().to_string()));
         }
         if let Some(tok) = &self.tokenizer {
-            m.push(("ember.tokenizer", tok.to_json_string()?));
-            if let Some(t) = tok.chat_template() {
-                m.push(("ember.chat_template", t.to_string()));
-            }
-            if let Some(b) = tok.bos_id() {
-                m.push(("ember.bos_id", b.to_string()));
-            }
-            m.push(("ember.eos_ids", serde_json::to_string(tok.eos_ids())?));
+            m.extend(crate::hf_dir::tokenizer_metadata(tok)?);
         }
         Ok(m)
     }

@@ -8,6 +8,7 @@
 
 pub mod commands;
 mod gguf_source;
+pub mod hf_dir;
 mod safetensors_out;
 mod source;
 

@@ -197,8 +197,14 @@ impl Source {
 /// What `ember compress` reads: a safetensors checkpoint, or a GGUF file (recognised by its
 /// `.gguf` extension or its magic bytes) dequantized on the fly.
 pub enum Input {
-    /// A `.safetensors` file or HF model directory.
-    Safetensors(Source),
+    /// A `.safetensors` file, or a Hugging Face model directory (resolved: for the hub cache
+    /// layout, its snapshot), whose config and tokenizer go into the metadata.
+    Safetensors {
+        /// The weights.
+        source: Source,
+        /// The model directory, when the input is one.
+        dir: Option<PathBuf>,
+    },
     /// A GGUF file (boxed: it carries the tokenizer and hyper-parameters).
     Gguf(Box<crate::gguf_source::GgufSource>),
 }
@@ -220,15 +226,18 @@ impl Input {
     pub fn open(path: &Path, gguf_dtype: crate::gguf_source::GgufDtype) -> Result<Self> {
         if is_gguf(path) {
             Ok(Input::Gguf(Box::new(crate::gguf_source::GgufSource::open(path, gguf_dtype)?)))
+        } else if path.is_dir() {
+            let dir = crate::hf_dir::resolve(path)?;
+            Ok(Input::Safetensors { source: Source::open(&dir)?, dir: Some(dir) })
         } else {
-            Ok(Input::Safetensors(Source::open(path)?))
+            Ok(Input::Safetensors { source: Source::open(path)?, dir: None })
         }
     }
 
     /// Number of tensors.
     pub fn len(&self) -> usize {
         match self {
-            Input::Safetensors(s) => s.len(),
+            Input::Safetensors { source, .. } => source.len(),
             Input::Gguf(g) => g.len(),
         }
     }
@@ -236,15 +245,17 @@ impl Input {
     /// Bytes of tensor data as handed to the encoder.
     pub fn total_bytes(&self) -> u64 {
         match self {
-            Input::Safetensors(s) => s.total_bytes(),
+            Input::Safetensors { source, .. } => source.total_bytes(),
             Input::Gguf(g) => g.total_bytes(),
         }
     }
 
-    /// Extra container metadata the input carries (none for safetensors).
+    /// Extra container metadata the input carries: a model directory's or a GGUF file's config
+    /// and tokenizer (none for a lone `.safetensors` file).
     pub fn container_metadata(&self) -> Result<Vec<(&'static str, String)>> {
         match self {
-            Input::Safetensors(_) => Ok(Vec::new()),
+            Input::Safetensors { dir: Some(dir), .. } => crate::hf_dir::metadata(dir),
+            Input::Safetensors { dir: None, .. } => Ok(Vec::new()),
             Input::Gguf(g) => g.container_metadata(),
         }
     }
@@ -252,7 +263,7 @@ impl Input {
     /// Hands every tensor to `f`, in file order.
     pub fn for_each_tensor(&self, mut f: impl FnMut(SourceTensor<'_>) -> Result<()>) -> Result<()> {
         match self {
-            Input::Safetensors(s) => s.tensors().try_for_each(f),
+            Input::Safetensors { source, .. } => source.tensors().try_for_each(f),
             Input::Gguf(g) => g.for_each_tensor(&mut f),
         }
     }

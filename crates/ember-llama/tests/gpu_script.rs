@@ -76,8 +76,11 @@ fn llama_lowmem(device: &str, policy: &str) -> Vec<u64> {
     let run = Command::new(built("examples/llama_lowmem"))
         .args(["--device", device, "--policy", policy, "--greedy", "--max-tokens", "3", "--json"])
         .current_dir(repo_root())
-        // Mesa's window-system glue complains on stderr without it (headless CI has none).
-        .env("XDG_RUNTIME_DIR", std::env::var_os("XDG_RUNTIME_DIR").unwrap_or_else(|| std::env::temp_dir().into()))
+        // Headless, as in CI: without a Wayland runtime directory Mesa's device-select layer
+        // would make libwayland print `error: XDG_RUNTIME_DIR …` lines on a good run.
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("NODEVICE_SELECT")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);

@@ -18,9 +18,15 @@ use crate::safetensors_out::{write_header, write_tensor, TensorSpec};
 pub struct Args {
     /// The .ember file.
     file: PathBuf,
-    /// The .safetensors file to write, or `-` for standard output.
+    /// The .safetensors file to write, or `-` for standard output; with `--model-dir`, the
+    /// directory to write.
     #[arg(short, long)]
     output: PathBuf,
+    /// Write a Hugging Face model directory: `model.safetensors` plus the `config.json`,
+    /// `tokenizer.json`, `tokenizer_config.json` and `generation_config.json` the container
+    /// carries (containers made from a GGUF file or a model directory carry them).
+    #[arg(long)]
+    model_dir: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -61,23 +67,32 @@ fn write_all(c: &Container, out: &mut impl Write, pool: &ThreadPool) -> Result<(
 pub fn run(a: Args) -> Result<()> {
     let pool = thread_pool(a.threads)?;
     let c = Container::open(&a.file)?;
+    if a.model_dir {
+        return write_model_dir(&c, &a.file, &a.output, &pool);
+    }
     if a.output == Path::new("-") {
         let stdout = std::io::stdout();
         return write_all(&c, &mut BufWriter::with_capacity(1 << 20, stdout.lock()), &pool)
             .context("writing to standard output");
     }
-    // A temporary file beside the target, renamed into place only once complete: a failed or
-    // killed run never leaves a partial file under the target's name.
-    let dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = a.output.file_name().and_then(|n| n.to_str()).unwrap_or("safetensors");
+    write_safetensors(&c, &a.output, &pool)?;
+    eprintln!("{} -> {} ({} tensors)", a.file.display(), a.output.display(), c.tensors().len());
+    Ok(())
+}
+
+/// A temporary file beside `path`, renamed into place only once complete: a failed or killed run
+/// never leaves a partial file under the target's name.
+fn atomic_write(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
-    let io = || format!("writing {}", a.output.display());
+    let io = || format!("writing {}", path.display());
     let mut out = BufWriter::with_capacity(1 << 20, tmp.reopen().with_context(io)?);
-    write_all(&c, &mut out, &pool).with_context(io)?;
+    write(&mut out).with_context(io)?;
     let file: File = out.into_inner().map_err(|e| e.into_error()).with_context(io)?;
     // The temporary file is created private (0600); the result is an ordinary file, readable
     // like every other artifact ember writes.
@@ -88,9 +103,52 @@ pub fn run(a: Args) -> Result<()> {
     }
     file.sync_all().with_context(io)?;
     drop(file);
-    tmp.persist(&a.output)
-        .map_err(|e| e.error)
-        .with_context(|| format!("{}: cannot rename into place", a.output.display()))?;
-    eprintln!("{} -> {} ({} tensors)", a.file.display(), a.output.display(), c.tensors().len());
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    Ok(())
+}
+
+fn write_safetensors(c: &Container, path: &Path, pool: &ThreadPool) -> Result<()> {
+    atomic_write(path, |out| write_all(c, out, pool))
+}
+
+/// `model.safetensors` and the JSON files of a Hugging Face model directory, rebuilt from the
+/// container's metadata. A container without a config or tokenizer is refused before anything
+/// is written: the directory would not run.
+fn write_model_dir(c: &Container, file: &Path, dir: &Path, pool: &ThreadPool) -> Result<()> {
+    let meta = c.metadata();
+    let missing = |key: &str| {
+        format!("{}: no `{key}` in the container metadata, so it cannot become a model directory", file.display())
+    };
+    let config = meta.get("ember.llama.config").with_context(|| missing("ember.llama.config"))?;
+    let config: serde_json::Value = serde_json::from_str(config)
+        .with_context(|| format!("{}: `ember.llama.config` is not JSON", file.display()))?;
+    let tokenizer = meta.get("ember.tokenizer").with_context(|| missing("ember.tokenizer"))?;
+    let tokenizer = ember_gguf::Tokenizer::from_json_str(tokenizer)
+        .with_context(|| format!("{}: `ember.tokenizer`", file.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+
+    let json_file = |name: &str, value: &serde_json::Value| -> Result<()> {
+        let text = serde_json::to_string_pretty(value)?;
+        atomic_write(&dir.join(name), |out| Ok(out.write_all(text.as_bytes())?))
+    };
+    json_file("config.json", &config)?;
+    let inner = tokenizer.inner().to_string(true).map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", file.display()))?;
+    atomic_write(&dir.join("tokenizer.json"), |out| Ok(out.write_all(inner.as_bytes())?))?;
+    let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+    json_file(
+        "tokenizer_config.json",
+        &serde_json::json!({
+            "bos_token": token(tokenizer.bos_id()),
+            "eos_token": token(tokenizer.eos_ids().first().copied()),
+            "chat_template": tokenizer.chat_template(),
+        }),
+    )?;
+    json_file(
+        "generation_config.json",
+        &serde_json::json!({ "bos_token_id": tokenizer.bos_id(), "eos_token_id": tokenizer.eos_ids() }),
+    )?;
+    let weights = dir.join("model.safetensors");
+    write_safetensors(c, &weights, pool)?;
+    eprintln!("{} -> {} ({} tensors, config, tokenizer)", file.display(), dir.display(), c.tensors().len());
     Ok(())
 }

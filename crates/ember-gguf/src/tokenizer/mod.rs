@@ -175,6 +175,27 @@ impl Tokenizer {
         StreamDecoder::new(self)
     }
 
+    /// Adds `ids` to the ids that end generation (after those already there, skipping
+    /// duplicates and ids outside the vocabulary): e.g. a Hugging Face `generation_config.json`
+    /// lists stop tokens that `tokenizer_config.json` does not.
+    pub fn with_stop_ids(mut self, ids: impl IntoIterator<Item = u32>) -> Self {
+        let vocab = self.vocab_size();
+        for id in ids {
+            if (id as usize) < vocab && !self.eos_ids.contains(&id) {
+                self.eos_ids.push(id);
+            }
+        }
+        self
+    }
+
+    /// Sets the BOS id where the tokenizer names none (an id outside the vocabulary is ignored).
+    pub fn with_default_bos(mut self, id: Option<u32>) -> Self {
+        if self.bos_id.is_none() {
+            self.bos_id = id.filter(|&i| (i as usize) < self.vocab_size());
+        }
+        self
+    }
+
     /// The BOS id, if the tokenizer has one.
     pub fn bos_id(&self) -> Option<u32> {
         self.bos_id
