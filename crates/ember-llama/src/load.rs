@@ -219,7 +219,10 @@ pub fn hf_to_burn_patterns() -> Vec<(&'static str, &'static str)> {
         (r"^model\.norm\.weight$", "norm.gamma"),
         (r"^lm_head\.weight$", "lm_head.weight"),
         (r"^model\.layers\.(\d+)\.input_layernorm\.weight$", "layers.${1}.attention_norm.gamma"),
-        (r"^model\.layers\.(\d+)\.post_attention_layernorm\.weight$", "layers.${1}.mlp_norm.gamma"),
+        (r"^model\.layers\.(\d+)\.post_attention_layernorm\.weight$", "layers.${1}.post_attention_norm.gamma"),
+        (r"^model\.layers\.(\d+)\.pre_feedforward_layernorm\.weight$", "layers.${1}.pre_mlp_norm.gamma"),
+        (r"^model\.layers\.(\d+)\.post_feedforward_layernorm\.weight$", "layers.${1}.post_mlp_norm.gamma"),
+        (r"^model\.layers\.(\d+)\.self_attn\.(q|k)_norm\.weight$", "layers.${1}.attention.${2}_norm.gamma"),
         (r"^model\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)$", "layers.${1}.attention.wq.${2}"),
         (r"^model\.layers\.(\d+)\.self_attn\.k_proj\.(weight|bias)$", "layers.${1}.attention.wk.${2}"),
         (r"^model\.layers\.(\d+)\.self_attn\.v_proj\.(weight|bias)$", "layers.${1}.attention.wv.${2}"),
@@ -325,6 +328,8 @@ pub struct GgufWeights {
     /// HF name → (GGUF name, shape in HF order).
     by_hf: BTreeMap<String, (String, Vec<usize>)>,
     permuted_qk: bool,
+    /// `general.architecture`, which decides names and norm offsets.
+    architecture: String,
 }
 
 impl GgufWeights {
@@ -338,8 +343,9 @@ impl GgufWeights {
         let permuted_qk = matches!(config_json.get("model_type").and_then(|v| v.as_str()), None | Some("llama"));
 
         let mut by_hf = BTreeMap::new();
+        let architecture = hparams.architecture.clone();
         for t in file.tensors() {
-            if let Some(hf) = ember_gguf::names::hf_name(&t.name) {
+            if let Some(hf) = ember_gguf::names::hf_name_for(&architecture, &t.name) {
                 by_hf.insert(hf, (t.name.clone(), t.shape.clone()));
             }
         }
@@ -349,7 +355,7 @@ impl GgufWeights {
         }
         let config = LlamaConfig::from_hf_json(&config_json.to_string())
             .map_err(|e| LoadError::InFile { path: path.clone(), source: Box::new(e.into()) })?;
-        Ok(GgufWeights { file, path, config, config_json, by_hf, permuted_qk })
+        Ok(GgufWeights { file, path, config, config_json, by_hf, permuted_qk, architecture })
     }
 
     /// The model config from the GGUF metadata.
@@ -370,10 +376,14 @@ impl GgufWeights {
     /// One tensor by HF name, dequantized to f32 in HF layout; `Ok(None)` if the file lacks it.
     pub fn tensor(&self, hf_name: &str) -> Result<Option<HfTensor>, LoadError> {
         let Some((gguf_name, shape)) = self.by_hf.get(hf_name) else { return Ok(None) };
-        let data = self.file.dequantize(gguf_name).map_err(|e| LoadError::Gguf {
+        let mut data = self.file.dequantize(gguf_name).map_err(|e| LoadError::Gguf {
             path: self.path.clone(),
             message: format!("tensor {gguf_name} ({hf_name}): {e}"),
         })?;
+        let shift = ember_gguf::names::norm_weight_shift(&self.architecture, gguf_name);
+        if shift != 0.0 {
+            data.iter_mut().for_each(|v| *v -= shift);
+        }
         let heads = if !self.permuted_qk {
             None
         } else if hf_name.contains("self_attn.q_proj.") {

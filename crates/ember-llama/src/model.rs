@@ -14,12 +14,12 @@
 //!   weights, so a store can replace every parameter before any dense tensor exists.
 
 use burn::module::Module;
-use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ember::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 
-use crate::config::LlamaConfig;
+use crate::config::{Activation, LayerType, LlamaConfig};
+use crate::norm::RmsNorm;
 
 /// The rotation angles of one forward pass: `cos`/`sin` of `position · inv_freq`, `[1, 1, seq, head_dim/2]`.
 struct RopeAngles {
@@ -115,9 +115,14 @@ pub struct Attention {
     pub wv: Linear,
     /// Output projection, `n_heads·head_dim → hidden`, never biased.
     pub wo: Linear,
+    /// RMSNorm over each query head before RoPE (Qwen3, Gemma 3).
+    pub q_norm: Option<RmsNorm>,
+    /// RMSNorm over each key head before RoPE (Qwen3, Gemma 3).
+    pub k_norm: Option<RmsNorm>,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
+    scale: f64,
 }
 
 impl Attention {
@@ -129,13 +134,17 @@ impl Attention {
             wk: lin(c.hidden_size, c.num_key_value_heads * hd, c.attention_bias),
             wv: lin(c.hidden_size, c.num_key_value_heads * hd, c.attention_bias),
             wo: lin(c.num_attention_heads * hd, c.hidden_size, false),
+            q_norm: c.qk_norm.then(|| RmsNorm::new(hd, c.rms_norm_eps, c.norm_weight_offset, device)),
+            k_norm: c.qk_norm.then(|| RmsNorm::new(hd, c.rms_norm_eps, c.norm_weight_offset, device)),
             n_heads: c.num_attention_heads,
             n_kv_heads: c.num_key_value_heads,
             head_dim: hd,
+            scale: c.attention_scale(),
         }
     }
 
-    /// `x`: `[batch, seq, hidden]`; `mask`: `[seq, cached + seq]` additive (0 / −∞), `None` for one token.
+    /// `x`: `[batch, seq, hidden]`; `mask`: `[seq, cached + seq]` additive (0 / −∞), `None` where
+    /// every cached position is visible (one token on a global layer).
     fn forward(
         &self,
         x: Tensor<3>,
@@ -147,8 +156,12 @@ impl Attention {
         let [b, s, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let heads = |t: Tensor<3>, n| t.reshape([b, s, n, hd]).swap_dims(1, 2);
-        let q = rope.apply(heads(self.wq.forward(x.clone()), h));
-        let k = rope.apply(heads(self.wk.forward(x.clone()), kv));
+        let norm = |t: Tensor<4>, n: &Option<RmsNorm>| match n {
+            Some(n) => n.forward(t),
+            None => t,
+        };
+        let q = rope.apply(norm(heads(self.wq.forward(x.clone()), h), &self.q_norm));
+        let k = rope.apply(norm(heads(self.wk.forward(x.clone()), kv), &self.k_norm));
         let v = heads(self.wv.forward(x), kv);
         let (k, v) = cache.append(layer, k, v);
         let t = k.dims()[2];
@@ -158,7 +171,7 @@ impl Attention {
         // K and V `rep` times.
         let rep = h / kv;
         let q = q.reshape([b, kv, rep * s, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale);
         let scores = match mask {
             None => scores,
             Some(m) => (scores.reshape([b, kv, rep, s, t]) + m.clone().unsqueeze::<5>()).reshape([b, kv, rep * s, t]),
@@ -169,7 +182,7 @@ impl Attention {
     }
 }
 
-/// The SwiGLU feed-forward: `down(silu(gate(x)) ⊙ up(x))`.
+/// The gated feed-forward: `down(act(gate(x)) ⊙ up(x))`, SwiGLU (SiLU) or GeGLU (tanh GELU).
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// `hidden → intermediate`, passed through SiLU.
@@ -178,6 +191,8 @@ pub struct Mlp {
     pub up: Linear,
     /// `intermediate → hidden`.
     pub down: Linear,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl Mlp {
@@ -187,52 +202,103 @@ impl Mlp {
             gate: lin(c.hidden_size, c.intermediate_size),
             up: lin(c.hidden_size, c.intermediate_size),
             down: lin(c.intermediate_size, c.hidden_size),
+            activation: c.activation,
         }
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down.forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+        let gate = self.gate.forward(x.clone());
+        let gate = match self.activation {
+            Activation::Silu => silu(gate),
+            Activation::GeluTanh => gelu_tanh(gate),
+        };
+        self.down.forward(gate * self.up.forward(x))
     }
 }
 
-/// One pre-norm decoder block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, PyTorch's `gelu(approximate="tanh")`. The cube
+/// is two products: a float power of a negative base is NaN on some backends.
+fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt();
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube.mul_scalar(0.044715)).mul_scalar(sqrt_2_over_pi);
+    (x * (inner.tanh().add_scalar(1.0))).mul_scalar(0.5)
+}
+
+/// One pre-norm decoder block: `x + attn(norm(x))`, then `x + mlp(norm(x))`; with sandwich
+/// norms (Gemma) each branch's output is normalised too before it is added.
+///
+/// The norms keep their Hugging Face names, whose roles differ between families:
+/// `post_attention_layernorm` is the norm *before the MLP* in Llama and Qwen, and the norm of the
+/// *attention output* in Gemma, whose MLP has its own `pre_feedforward_layernorm`.
 #[derive(Module, Debug)]
 pub struct Block {
     /// RMSNorm before attention (HF `input_layernorm`).
     pub attention_norm: RmsNorm,
     /// Self-attention.
     pub attention: Attention,
-    /// RMSNorm before the MLP (HF `post_attention_layernorm`).
-    pub mlp_norm: RmsNorm,
+    /// HF `post_attention_layernorm`: before the MLP, or with sandwich norms on the attention
+    /// output.
+    pub post_attention_norm: RmsNorm,
+    /// RMSNorm before the MLP with sandwich norms (HF `pre_feedforward_layernorm`).
+    pub pre_mlp_norm: Option<RmsNorm>,
+    /// RMSNorm of the MLP output with sandwich norms (HF `post_feedforward_layernorm`).
+    pub post_mlp_norm: Option<RmsNorm>,
     /// Feed-forward.
     pub mlp: Mlp,
+    #[module(skip)]
+    layer_type: LayerType,
 }
 
 impl Block {
-    fn init(c: &LlamaConfig, device: &Device) -> Self {
-        let norm = || RmsNormConfig::new(c.hidden_size).with_epsilon(c.rms_norm_eps).init(device);
+    fn init(c: &LlamaConfig, layer: usize, device: &Device) -> Self {
+        let norm = || RmsNorm::new(c.hidden_size, c.rms_norm_eps, c.norm_weight_offset, device);
         Block {
             attention_norm: norm(),
             attention: Attention::init(c, device),
-            mlp_norm: norm(),
+            post_attention_norm: norm(),
+            pre_mlp_norm: c.sandwich_norms.then(norm),
+            post_mlp_norm: c.sandwich_norms.then(norm),
             mlp: Mlp::init(c, device),
+            layer_type: c.layer_type(layer),
         }
     }
 
-    fn forward(
-        &self,
-        x: Tensor<3>,
-        rope: &RopeAngles,
-        mask: Option<&Tensor<2>>,
-        cache: &mut KvCache,
-        layer: usize,
-    ) -> Tensor<3> {
-        let x = x.clone() + self.attention.forward(self.attention_norm.forward(x), rope, mask, cache, layer);
-        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+    fn forward(&self, x: Tensor<3>, pass: &PassContext, cache: &mut KvCache, layer: usize) -> Tensor<3> {
+        let (rope, mask) = pass.for_layer(self.layer_type);
+        let attended = self.attention.forward(self.attention_norm.forward(x.clone()), rope, mask, cache, layer);
+        match (&self.pre_mlp_norm, &self.post_mlp_norm) {
+            (Some(pre), Some(post)) => {
+                let x = x + self.post_attention_norm.forward(attended);
+                x.clone() + post.forward(self.mlp.forward(pre.forward(x)))
+            }
+            _ => {
+                let x = x + attended;
+                x.clone() + self.mlp.forward(self.post_attention_norm.forward(x))
+            }
+        }
     }
 }
 
-/// A Llama-family causal language model (Llama 2/3/3.1, SmolLM, Qwen2).
+/// What every layer of one forward pass shares: the rotation angles and masks of global and
+/// local layers.
+struct PassContext {
+    global_rope: RopeAngles,
+    global_mask: Option<Tensor<2>>,
+    /// Present when some layer is local.
+    local: Option<(RopeAngles, Option<Tensor<2>>)>,
+}
+
+impl PassContext {
+    fn for_layer(&self, layer_type: LayerType) -> (&RopeAngles, Option<&Tensor<2>>) {
+        match (layer_type, &self.local) {
+            (LayerType::Local, Some((rope, mask))) => (rope, mask.as_ref()),
+            _ => (&self.global_rope, self.global_mask.as_ref()),
+        }
+    }
+}
+
+/// A Llama-family causal language model (Llama 2/3/3.1, SmolLM, Qwen2, Qwen3, Gemma 3 text).
 ///
 /// Parameter paths, as burn's `ModuleVisitor`/`ModuleMapper` and `Reparameterizer` report them
 /// (struct field names joined by `.`, `Vec` elements by their index, `Option` transparent):
@@ -243,7 +309,10 @@ impl Block {
 /// | `layers.N.attention_norm.gamma`              | `model.layers.N.input_layernorm.weight`             |
 /// | `layers.N.attention.{wq,wk,wv,wo}.weight`    | `model.layers.N.self_attn.{q,k,v,o}_proj.weight`    |
 /// | `layers.N.attention.{wq,wk,wv}.bias`         | `model.layers.N.self_attn.{q,k,v}_proj.bias`        |
-/// | `layers.N.mlp_norm.gamma`                    | `model.layers.N.post_attention_layernorm.weight`    |
+/// | `layers.N.attention.{q,k}_norm.gamma`        | `model.layers.N.self_attn.{q,k}_norm.weight`        |
+/// | `layers.N.post_attention_norm.gamma`         | `model.layers.N.post_attention_layernorm.weight`    |
+/// | `layers.N.pre_mlp_norm.gamma`                | `model.layers.N.pre_feedforward_layernorm.weight`   |
+/// | `layers.N.post_mlp_norm.gamma`               | `model.layers.N.post_feedforward_layernorm.weight`  |
 /// | `layers.N.mlp.{gate,up,down}.weight`         | `model.layers.N.mlp.{gate,up,down}_proj.weight`     |
 /// | `norm.gamma`                                 | `model.norm.weight`                                 |
 /// | `lm_head.weight` (absent when tied)          | `lm_head.weight`                                    |
@@ -259,9 +328,13 @@ pub struct Llama {
     pub lm_head: Option<Linear>,
     #[module(skip)]
     config: LlamaConfig,
-    /// RoPE inverse frequencies (with Llama 3.1 scaling applied), one per pair of head dimensions.
+    /// RoPE inverse frequencies of global layers (with Llama 3.1 or linear scaling applied), one
+    /// per pair of head dimensions.
     #[module(skip)]
     inv_freq: Vec<f32>,
+    /// RoPE inverse frequencies of local (sliding-window) layers.
+    #[module(skip)]
+    local_inv_freq: Vec<f32>,
 }
 
 impl Llama {
@@ -276,12 +349,13 @@ impl Llama {
         let c = config;
         Llama {
             embedding: EmbeddingConfig::new(c.vocab_size, c.hidden_size).init(device),
-            layers: (0..c.num_hidden_layers).map(|_| Block::init(c, device)).collect(),
-            norm: RmsNormConfig::new(c.hidden_size).with_epsilon(c.rms_norm_eps).init(device),
+            layers: (0..c.num_hidden_layers).map(|i| Block::init(c, i, device)).collect(),
+            norm: RmsNorm::new(c.hidden_size, c.rms_norm_eps, c.norm_weight_offset, device),
             lm_head: (!c.tie_word_embeddings)
                 .then(|| LinearConfig::new(c.hidden_size, c.vocab_size).with_bias(false).init(device)),
             config: c.clone(),
             inv_freq: c.rope_inv_freq(),
+            local_inv_freq: c.rope_local_inv_freq(),
         }
     }
 
@@ -336,12 +410,23 @@ impl Llama {
         let device = tokens.device();
         let [_, seq] = tokens.dims();
         let start = cache.len();
-        let rope = RopeAngles::new(&self.inv_freq, start, seq, &device);
-        let mask = (seq > 1).then(|| causal_mask(start, seq, &device));
+        let local = self.config.sliding_window.filter(|_| self.config.layer_types.contains(&LayerType::Local));
+        let pass = PassContext {
+            global_rope: RopeAngles::new(&self.inv_freq, start, seq, &device),
+            global_mask: (seq > 1).then(|| causal_mask(start, seq, None, &device)),
+            // A window that covers every position masks nothing more than the causal mask.
+            local: local.map(|w| {
+                let mask = (seq > 1 || start + seq > w).then(|| causal_mask(start, seq, Some(w), &device));
+                (RopeAngles::new(&self.local_inv_freq, start, seq, &device), mask)
+            }),
+        };
 
         let mut x = self.embedding.forward(tokens);
+        if let Some(scale) = self.config.embedding_scale {
+            x = x.mul_scalar(scale);
+        }
         for (i, block) in self.layers.iter().enumerate() {
-            x = block.forward(x, &rope, mask.as_ref(), cache, i);
+            x = block.forward(x, &pass, cache, i);
         }
         cache.len += seq;
         self.norm.forward(x)
@@ -361,12 +446,16 @@ impl Llama {
     }
 }
 
-/// Additive causal mask `[seq, start + seq]`: query `i` (absolute position `start + i`) sees keys
-/// `0..=start + i`; the rest get −∞ so softmax gives them zero weight.
-fn causal_mask(start: usize, seq: usize, device: &Device) -> Tensor<2> {
+/// Additive causal mask `[seq, start + seq]`: query `i` (absolute position `p = start + i`) sees
+/// keys `0..=p`, or with a `window` only the last `window` of them (`p − window < j ≤ p`, as
+/// `transformers` and llama.cpp mask sliding-window layers); the rest get −∞ so softmax gives them
+/// zero weight.
+fn causal_mask(start: usize, seq: usize, window: Option<usize>, device: &Device) -> Tensor<2> {
     let total = start + seq;
-    let data: Vec<f32> =
-        (0..seq).flat_map(|i| (0..total).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let visible = move |p: usize, j: usize| j <= p && window.is_none_or(|w| j + w > p);
+    let data: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..total).map(move |j| if visible(start + i, j) { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
     Tensor::from_data(TensorData::new(data, [seq, total]), device)
 }
 
@@ -383,7 +472,10 @@ pub fn hf_name_of(param_path: &str) -> Option<String> {
             n.parse::<usize>().ok()?;
             let tail = match rest {
                 ["attention_norm", "gamma"] => "input_layernorm.weight".to_string(),
-                ["mlp_norm", "gamma"] => "post_attention_layernorm.weight".to_string(),
+                ["post_attention_norm", "gamma"] => "post_attention_layernorm.weight".to_string(),
+                ["pre_mlp_norm", "gamma"] => "pre_feedforward_layernorm.weight".to_string(),
+                ["post_mlp_norm", "gamma"] => "post_feedforward_layernorm.weight".to_string(),
+                ["attention", norm @ ("q_norm" | "k_norm"), "gamma"] => format!("self_attn.{norm}.weight"),
                 ["attention", proj, kind @ ("weight" | "bias")] => {
                     let hf = match *proj {
                         "wq" => "q_proj",
@@ -415,7 +507,10 @@ pub fn burn_path_of(hf_name: &str) -> Option<String> {
             n.parse::<usize>().ok()?;
             let tail = match rest {
                 ["input_layernorm", "weight"] => "attention_norm.gamma".to_string(),
-                ["post_attention_layernorm", "weight"] => "mlp_norm.gamma".to_string(),
+                ["post_attention_layernorm", "weight"] => "post_attention_norm.gamma".to_string(),
+                ["pre_feedforward_layernorm", "weight"] => "pre_mlp_norm.gamma".to_string(),
+                ["post_feedforward_layernorm", "weight"] => "post_mlp_norm.gamma".to_string(),
+                ["self_attn", norm @ ("q_norm" | "k_norm"), "weight"] => format!("attention.{norm}.gamma"),
                 ["self_attn", proj, kind @ ("weight" | "bias")] => {
                     let ours = match *proj {
                         "q_proj" => "wq",
@@ -464,7 +559,11 @@ mod tests {
             ("norm.gamma", "model.norm.weight"),
             ("lm_head.weight", "lm_head.weight"),
             ("layers.0.attention_norm.gamma", "model.layers.0.input_layernorm.weight"),
-            ("layers.12.mlp_norm.gamma", "model.layers.12.post_attention_layernorm.weight"),
+            ("layers.12.post_attention_norm.gamma", "model.layers.12.post_attention_layernorm.weight"),
+            ("layers.2.pre_mlp_norm.gamma", "model.layers.2.pre_feedforward_layernorm.weight"),
+            ("layers.2.post_mlp_norm.gamma", "model.layers.2.post_feedforward_layernorm.weight"),
+            ("layers.4.attention.q_norm.gamma", "model.layers.4.self_attn.q_norm.weight"),
+            ("layers.4.attention.k_norm.gamma", "model.layers.4.self_attn.k_norm.weight"),
             ("layers.3.attention.wq.weight", "model.layers.3.self_attn.q_proj.weight"),
             ("layers.3.attention.wk.bias", "model.layers.3.self_attn.k_proj.bias"),
             ("layers.3.attention.wo.weight", "model.layers.3.self_attn.o_proj.weight"),
@@ -485,8 +584,11 @@ mod tests {
     #[test]
     fn causal_mask_continues_from_the_cache() {
         let device = Device::flex();
-        let m = causal_mask(2, 2, &device).into_data().try_to_vec::<f32>().unwrap();
+        let m = causal_mask(2, 2, None, &device).into_data().try_to_vec::<f32>().unwrap();
         let inf = f32::NEG_INFINITY;
         assert_eq!(m, vec![0.0, 0.0, 0.0, inf, 0.0, 0.0, 0.0, 0.0]);
+        // A window of 2: position 2 sees 1..=2, position 3 sees 2..=3.
+        let m = causal_mask(2, 2, Some(2), &device).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(m, vec![inf, 0.0, 0.0, inf, inf, inf, 0.0, 0.0]);
     }
 }

@@ -141,6 +141,7 @@ fn write_model_dir(c: &Container, file: &Path, dir: &Path, pool: &ThreadPool) ->
             "bos_token": token(tokenizer.bos_id()),
             "eos_token": token(tokenizer.eos_ids().first().copied()),
             "chat_template": tokenizer.chat_template(),
+            "add_bos_token": tokenizer.adds_bos(),
         }),
     )?;
     json_file(

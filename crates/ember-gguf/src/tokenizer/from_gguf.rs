@@ -47,6 +47,7 @@ pub(super) struct Built {
     pub bos_id: Option<u32>,
     pub eos_ids: Vec<u32>,
     pub chat_template: Option<String>,
+    pub add_bos: bool,
 }
 
 /// A metadata error on `key`.
@@ -114,7 +115,12 @@ pub(super) fn build(f: &GgufFile) -> Result<Built, GgufError> {
         eos_ids.extend(token_id(f, key, n)?);
     }
     let chat_template = f.meta("tokenizer.chat_template").and_then(MetaValue::as_str).map(str::to_owned);
-    Ok(Built { inner, bos_id, eos_ids, chat_template })
+    // llama.cpp's default when the file does not say: SentencePiece vocabularies start with BOS.
+    let add_bos = match f.meta("tokenizer.ggml.add_bos_token") {
+        Some(v) => v.as_bool().ok_or_else(|| meta_err(f, "tokenizer.ggml.add_bos_token", "not a boolean"))?,
+        None => model == "llama",
+    } && bos_id.is_some();
+    Ok(Built { inner, bos_id, eos_ids, chat_template, add_bos })
 }
 
 /// Byte-level BPE (GPT-2 style) with the pre-tokenizer `tokenizer.ggml.pre` names.

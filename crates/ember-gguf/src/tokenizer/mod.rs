@@ -42,6 +42,8 @@ pub struct Tokenizer {
     bos_id: Option<u32>,
     eos_ids: Vec<u32>,
     chat_template: Option<String>,
+    /// Prompts start with BOS (GGUF `tokenizer.ggml.add_bos_token`, HF `add_bos_token`).
+    add_bos: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -51,6 +53,7 @@ impl std::fmt::Debug for Tokenizer {
             .field("bos_id", &self.bos_id)
             .field("eos_ids", &self.eos_ids)
             .field("chat_template", &self.chat_template.is_some())
+            .field("add_bos", &self.add_bos)
             .finish()
     }
 }
@@ -61,7 +64,13 @@ fn tok_err(e: impl std::fmt::Display) -> GgufError {
 
 impl Tokenizer {
     /// Wraps `inner`; `eos` ids are completed with the [`EOT_LIKE`] tokens the vocabulary has.
-    fn new(inner: tokenizers::Tokenizer, bos_id: Option<u32>, eos: &[u32], chat_template: Option<String>) -> Self {
+    fn new(
+        inner: tokenizers::Tokenizer,
+        bos_id: Option<u32>,
+        eos: &[u32],
+        chat_template: Option<String>,
+        add_bos: bool,
+    ) -> Self {
         let mut eos_ids: Vec<u32> = Vec::new();
         let extra = EOT_LIKE.iter().filter_map(|t| inner.token_to_id(t));
         for id in eos.iter().copied().chain(extra) {
@@ -69,13 +78,14 @@ impl Tokenizer {
                 eos_ids.push(id);
             }
         }
-        Tokenizer { inner, bos_id, eos_ids, chat_template }
+        let add_bos = add_bos && bos_id.is_some();
+        Tokenizer { inner, bos_id, eos_ids, chat_template, add_bos }
     }
 
     /// The tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(f: &GgufFile) -> Result<Self, GgufError> {
         let built = from_gguf::build(f)?;
-        Ok(Self::new(built.inner, built.bos_id, &built.eos_ids, built.chat_template))
+        Ok(Self::new(built.inner, built.bos_id, &built.eos_ids, built.chat_template, built.add_bos))
     }
 
     /// An HF `tokenizer.json`, with BOS/EOS tokens and the chat template from
@@ -84,7 +94,7 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_file(tokenizer_json)
             .map_err(|e| GgufError::Tokenizer(format!("{}: {e}", tokenizer_json.display())))?;
         let Some(cfg_path) = tokenizer_config_json else {
-            return Ok(Self::new(inner, None, &[], None));
+            return Ok(Self::new(inner, None, &[], None, false));
         };
         let text = std::fs::read_to_string(cfg_path).map_err(|e| GgufError::io(cfg_path, "cannot read", e))?;
         let cfg: Value = serde_json::from_str(&text)
@@ -109,7 +119,15 @@ impl Tokenizer {
                 .map(str::to_owned),
             _ => None,
         };
-        Ok(Self::new(inner, bos, &eos, template))
+        // `add_bos_token` when the config says; else whether the post-processor puts BOS first
+        // (Llama 3's `TemplateProcessing` does, without a flag).
+        let add_bos = match cfg.get("add_bos_token").and_then(Value::as_bool) {
+            Some(b) => b,
+            None => {
+                bos.is_some_and(|b| inner.encode("", true).ok().and_then(|e| e.get_ids().first().copied()) == Some(b))
+            }
+        };
+        Ok(Self::new(inner, bos, &eos, template, add_bos))
     }
 
     /// Reads the JSON written by [`Tokenizer::to_json_string`]; a plain HF `tokenizer.json` is
@@ -118,7 +136,7 @@ impl Tokenizer {
         let v: Value = serde_json::from_str(json).map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
         if v.get("format").and_then(Value::as_str) != Some(JSON_FORMAT) {
             let inner = tokenizers::Tokenizer::from_str(json).map_err(tok_err)?;
-            return Ok(Self::new(inner, None, &[], None));
+            return Ok(Self::new(inner, None, &[], None, false));
         }
         let inner_json = v.get("tokenizer").ok_or_else(|| tok_err("no `tokenizer` in the JSON"))?;
         let inner = tokenizers::Tokenizer::from_str(&inner_json.to_string()).map_err(tok_err)?;
@@ -134,8 +152,9 @@ impl Tokenizer {
             .transpose()?
             .unwrap_or_default();
         let chat_template = v.get("chat_template").and_then(Value::as_str).map(str::to_owned);
+        let add_bos = v.get("add_bos").and_then(Value::as_bool).unwrap_or(false) && bos_id.is_some();
         // The stored list is complete: keep it as is rather than re-deriving it.
-        Ok(Tokenizer { inner, bos_id, eos_ids, chat_template })
+        Ok(Tokenizer { inner, bos_id, eos_ids, chat_template, add_bos })
     }
 
     /// This tokenizer as one JSON document: the HF `tokenizer.json` under `tokenizer`, plus
@@ -149,6 +168,7 @@ impl Tokenizer {
             "bos_id": self.bos_id,
             "eos_ids": self.eos_ids,
             "chat_template": self.chat_template,
+            "add_bos": self.add_bos,
         });
         Ok(doc.to_string())
     }
@@ -194,6 +214,22 @@ impl Tokenizer {
             self.bos_id = id.filter(|&i| (i as usize) < self.vocab_size());
         }
         self
+    }
+
+    /// Whether prompts start with BOS, as the model was trained (Gemma, Llama 3: yes; SmolLM2,
+    /// Qwen: no).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Token ids of a prompt as the model expects it: BOS first where [`Self::adds_bos`] and the
+    /// text does not already begin with it (a rendered chat template often does).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, GgufError> {
+        let ids = self.encode(text, false)?;
+        match self.bos_id {
+            Some(bos) if self.add_bos && ids.first() != Some(&bos) => Ok(std::iter::once(bos).chain(ids).collect()),
+            _ => Ok(ids),
+        }
     }
 
     /// The BOS id, if the tokenizer has one.
