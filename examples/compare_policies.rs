@@ -179,7 +179,10 @@ fn run_all(args: &Args) -> Result<()> {
     let bars = MultiProgress::new();
     let quality_bar = bars.add(ProgressBar::new(0));
     let quality = quality::run(&source, &device, args.chunk, args.synthetic_text_tokens, &quality_bar)?;
-    let budget = quality.dense_weight_bytes / 2;
+    // Half the dense weights, at least the largest decoded tensor (which must fit to be used).
+    let lossless = ember::Store::open(source.container("lossless")?)?;
+    let budget = (quality.dense_weight_bytes / 2).max(ember_llama::offload::default_adaptive_budget(&lossless));
+    drop(lossless);
 
     let setups = configs::all(args.quick);
     let bar = bars.add(ProgressBar::new(setups.len() as u64));

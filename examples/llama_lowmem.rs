@@ -49,7 +49,8 @@ struct Args {
     /// Where compressed bytes live between decodes.
     #[arg(long, default_value = "device", value_parser = ["host", "device"])]
     residency: String,
-    /// Decoded-weight budget for `adaptive` (e.g. 200MiB; default: half the decoded weights).
+    /// Decoded-weight budget for `adaptive` (e.g. 200MiB; default: half the decoded weights, at
+    /// least the largest one).
     #[arg(long)]
     budget: Option<String>,
     /// Decode the next weight while this one is used.
@@ -104,10 +105,9 @@ fn main() -> Result<()> {
     let (model, config) = if a.policy == "dense" {
         offload::dense(&store, &device)?
     } else {
-        let decoded_bytes: u64 = store.container().tensors().iter().map(|t| 4 * t.elements()).sum();
         let budget = match &a.budget {
             Some(b) => ember::parse_bytes(b)?,
-            None => decoded_bytes / 2,
+            None => offload::default_adaptive_budget(&store),
         };
         let policy = ember::policy::by_name(&a.policy, Some(budget))?;
         let residency: Residency = a.residency.parse()?;

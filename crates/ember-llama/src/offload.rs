@@ -78,6 +78,15 @@ pub fn tokenizer_of(store: &Store) -> Result<Tokenizer, OffloadError> {
     })
 }
 
+/// The decoded-weight budget `adaptive` gets when the user names none: half the decoded (f32)
+/// weights, but never less than the largest decoded tensor, which must fit to be used at all
+/// (Gemma 3's 262k-token embedding is 63% of the 270M model).
+pub fn default_adaptive_budget(store: &Store) -> u64 {
+    let decoded = store.container().tensors().iter().map(|t| 4 * t.elements());
+    let (total, largest) = decoded.fold((0, 0), |(sum, max), b| (sum + b, max.max(b)));
+    (total / 2).max(largest)
+}
+
 /// Builds the model on `device` with every weight backed by `store` as `config` says (its
 /// `names` are replaced by [`name_map`]). Tensors the model does not use (e.g. RoPE frequency
 /// tables) are ignored.
