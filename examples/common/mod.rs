@@ -168,18 +168,22 @@ impl ModelSource {
         matches!(self, Self::Synthetic { .. })
     }
 
-    /// Token ids for `text`: the stored tokenizer's, or for a synthetic model `synthetic_len` ids
-    /// drawn from the seed (`salt` tells prompt and scored text apart).
+    /// Token ids for `text`: the stored tokenizer's (as a prompt — BOS first where the model
+    /// expects it — when `prompt`), or for a synthetic model `synthetic_len` ids drawn from the
+    /// seed (`salt` tells prompt and scored text apart).
     pub fn tokens(
         &self,
         store: &ember::Store,
         text: &str,
-        bos: bool,
+        prompt: bool,
         synthetic_len: usize,
         salt: u64,
     ) -> Result<Vec<u32>> {
         match self {
-            Self::File(_) => Ok(ember_llama::offload::tokenizer_of(store)?.encode(text, bos)?),
+            Self::File(_) => {
+                let tokenizer = ember_llama::offload::tokenizer_of(store)?;
+                Ok(if prompt { tokenizer.encode_prompt(text)? } else { tokenizer.encode(text, false)? })
+            }
             Self::Synthetic { seed, .. } => {
                 let vocab = ember_llama::offload::config_of(store)?.vocab_size;
                 Ok(synthetic::token_ids(vocab, synthetic_len, seed.wrapping_add(salt)))

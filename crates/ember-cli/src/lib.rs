@@ -6,6 +6,11 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod commands;
 mod gguf_source;
 pub mod hf_dir;

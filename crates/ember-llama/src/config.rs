@@ -409,7 +409,7 @@ impl LlamaConfig {
                 self.num_hidden_layers
             ));
         }
-        if self.layer_types.contains(&LayerType::Local) && !self.sliding_window.is_some_and(|w| w > 0) {
+        if self.layer_types.contains(&LayerType::Local) && self.sliding_window.is_none_or(|w| w == 0) {
             return Err("sliding-window layers need a positive sliding_window".into());
         }
         for (name, v) in [

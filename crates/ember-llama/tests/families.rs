@@ -125,3 +125,77 @@ fn gemma3_configs_without_layer_types_use_the_pattern() {
     let globals: Vec<usize> = (0..7).filter(|&i| c.layer_type(i) == LayerType::Global).collect();
     assert_eq!(globals, vec![5], "every sixth layer is global");
 }
+
+/// The GGUF name llama.cpp's converter gives a Qwen3 tensor.
+fn gguf_name(hf: &str) -> String {
+    let fixed = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+        return g.to_string();
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, module) = rest.split_once('.').unwrap();
+    let (module, suffix) = module.rsplit_once('.').unwrap();
+    let g = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        other => panic!("unexpected tensor {other}"),
+    };
+    format!("blk.{layer}.{g}.{suffix}")
+}
+
+#[test]
+fn qwen3_from_gguf_metadata_matches_transformers() {
+    let dir = fixture("tiny-qwen3");
+    let want = reference(&dir);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let n = |k: &str| u32::try_from(config[k].as_u64().unwrap()).unwrap();
+    let mut w = ember_gguf::GgufWriter::new(3);
+    w.kv_str("general.architecture", "qwen3")
+        .kv_u32("qwen3.block_count", n("num_hidden_layers"))
+        .kv_u32("qwen3.embedding_length", n("hidden_size"))
+        .kv_u32("qwen3.feed_forward_length", n("intermediate_size"))
+        .kv_u32("qwen3.attention.head_count", n("num_attention_heads"))
+        .kv_u32("qwen3.attention.head_count_kv", n("num_key_value_heads"))
+        .kv_u32("qwen3.attention.key_length", n("head_dim"))
+        .kv_u32("qwen3.attention.value_length", n("head_dim"))
+        .kv_u32("qwen3.context_length", n("max_position_embeddings"))
+        .kv_f32("qwen3.attention.layer_norm_rms_epsilon", config["rms_norm_eps"].as_f64().unwrap() as f32)
+        .kv_f32("qwen3.rope.freq_base", config["rope_theta"].as_f64().unwrap() as f32);
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    for name in &names {
+        let t = st.tensor(name).unwrap();
+        let values: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        w.tensor_f32(&gguf_name(name), t.shape(), &values);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("tiny-qwen3.gguf");
+    w.write(&path).unwrap();
+
+    let device = Device::flex();
+    let weights = ember_llama::GgufWeights::open(&path).unwrap();
+    let (_, hf_config) = load_hf_dir(&dir, &device).unwrap();
+    let c = weights.config();
+    assert!(c.qk_norm && c.head_dim() == 32 && !c.tie_word_embeddings);
+    assert_eq!((c.num_hidden_layers, c.vocab_size), (hf_config.num_hidden_layers, hf_config.vocab_size));
+    let model = weights.load(&device).unwrap();
+    let ours = logits(&model, &want.input_ids, &mut KvCache::new(c), &device);
+    let err = max_rel_error(&ours, &want.logits);
+    assert!(err <= 1e-5, "Qwen3 from GGUF differs from transformers by {err} (relative)");
+}

@@ -26,6 +26,11 @@
 //! ```
 #![warn(missing_docs)]
 
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod attachment;
 pub mod cache;
 mod config;
