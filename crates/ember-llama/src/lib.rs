@@ -29,6 +29,7 @@ pub struct WorkspaceReadmeDoctests;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod batch;
 pub mod config;
 pub mod generate;
 pub mod load;
@@ -37,6 +38,7 @@ pub mod norm;
 pub mod offload;
 pub mod synthetic;
 
+pub use batch::BatchCache;
 pub use config::{Activation, ConfigError, LayerType, Llama3RopeScaling, LlamaConfig};
 pub use generate::{generate, generate_with, GenerateError, GenerateOptions, Generation, Sampler, StopReason};
 pub use load::{load_gguf, load_hf_dir, load_hf_weights, load_tensors, param_paths, GgufWeights, HfTensor, LoadError};

@@ -48,6 +48,18 @@ impl RopeAngles {
         RopeAngles { cos: tensor(cos), sin: tensor(sin) }
     }
 
+    /// Angles for one new token per row, row `r` at position `positions[r]`:
+    /// `[rows, 1, 1, head_dim/2]`, broadcast over the heads.
+    fn at_positions(inv_freq: &[f32], positions: &[usize], device: &Device) -> Self {
+        let half = inv_freq.len();
+        let angles = || positions.iter().flat_map(|&p| inv_freq.iter().map(move |&f| p as f32 * f));
+        let cos: Vec<f32> = angles().map(f32::cos).collect();
+        let sin: Vec<f32> = angles().map(f32::sin).collect();
+        let rows = positions.len();
+        let tensor = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [rows, 1, 1, half]), device);
+        RopeAngles { cos: tensor(cos), sin: tensor(sin) }
+    }
+
     /// Rotates `[batch, heads, seq, head_dim]`: `(x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin)`
     /// with `x1`, `x2` the first and second halves of each head.
     fn apply(&self, x: Tensor<4>) -> Tensor<4> {
@@ -93,7 +105,25 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Decoder blocks the cache was made for.
+    pub(crate) fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Layer `layer`'s keys and values, `[batch, kv_heads, len, head_dim]` (`None` while empty).
+    pub(crate) fn layer(&self, layer: usize) -> Option<&(Tensor<4>, Tensor<4>)> {
+        self.layers.get(layer).and_then(Option::as_ref)
+    }
+}
+
+/// Where attention keeps the keys and values it has seen: one sequence ([`KvCache`]) or several
+/// decoded together ([`crate::batch::BatchCache`]).
+pub(crate) trait KvStore {
     /// Appends this step's keys/values to layer `layer` and returns all of them.
+    fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>);
+}
+
+impl KvStore for KvCache {
     fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let (k, v) = match self.layers[layer].take() {
             None => (k, v),
@@ -143,14 +173,15 @@ impl Attention {
         }
     }
 
-    /// `x`: `[batch, seq, hidden]`; `mask`: `[seq, cached + seq]` additive (0 / −∞), `None` where
-    /// every cached position is visible (one token on a global layer).
+    /// `x`: `[batch, seq, hidden]`; `mask`: additive (0 / −∞) over `[batch or 1, 1, 1, seq,
+    /// cached + seq]`, `None` where every cached position is visible (one token on a global
+    /// layer of one sequence).
     fn forward(
         &self,
         x: Tensor<3>,
         rope: &RopeAngles,
-        mask: Option<&Tensor<2>>,
-        cache: &mut KvCache,
+        mask: Option<&Tensor<5>>,
+        cache: &mut dyn KvStore,
         layer: usize,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
@@ -174,7 +205,7 @@ impl Attention {
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale);
         let scores = match mask {
             None => scores,
-            Some(m) => (scores.reshape([b, kv, rep, s, t]) + m.clone().unsqueeze::<5>()).reshape([b, kv, rep * s, t]),
+            Some(m) => (scores.reshape([b, kv, rep, s, t]) + m.clone()).reshape([b, kv, rep * s, t]),
         };
         let out = softmax(scores, 3).matmul(v); // [b, kv, rep·s, hd]
         let out = out.reshape([b, h, s, hd]).swap_dims(1, 2).reshape([b, s, h * hd]);
@@ -264,7 +295,7 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: Tensor<3>, pass: &PassContext, cache: &mut KvCache, layer: usize) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, pass: &PassContext, cache: &mut dyn KvStore, layer: usize) -> Tensor<3> {
         let (rope, mask) = pass.for_layer(self.layer_type);
         let attended = self.attention.forward(self.attention_norm.forward(x.clone()), rope, mask, cache, layer);
         match (&self.pre_mlp_norm, &self.post_mlp_norm) {
@@ -282,15 +313,15 @@ impl Block {
 
 /// What every layer of one forward pass shares: the rotation angles and masks of global and
 /// local layers.
-struct PassContext {
+pub(crate) struct PassContext {
     global_rope: RopeAngles,
-    global_mask: Option<Tensor<2>>,
+    global_mask: Option<Tensor<5>>,
     /// Present when some layer is local.
-    local: Option<(RopeAngles, Option<Tensor<2>>)>,
+    local: Option<(RopeAngles, Option<Tensor<5>>)>,
 }
 
 impl PassContext {
-    fn for_layer(&self, layer_type: LayerType) -> (&RopeAngles, Option<&Tensor<2>>) {
+    fn for_layer(&self, layer_type: LayerType) -> (&RopeAngles, Option<&Tensor<5>>) {
         match (layer_type, &self.local) {
             (LayerType::Local, Some((rope, mask))) => (rope, mask.as_ref()),
             _ => (&self.global_rope, self.global_mask.as_ref()),
@@ -410,29 +441,73 @@ impl Llama {
         let device = tokens.device();
         let [_, seq] = tokens.dims();
         let start = cache.len();
-        let local = self.config.sliding_window.filter(|_| self.config.layer_types.contains(&LayerType::Local));
+        let window = self.local_window();
+        let mask = |w| causal_mask(start, seq, w, &device).reshape([1, 1, 1, seq, start + seq]);
         let pass = PassContext {
             global_rope: RopeAngles::new(&self.inv_freq, start, seq, &device),
-            global_mask: (seq > 1).then(|| causal_mask(start, seq, None, &device)),
+            global_mask: (seq > 1).then(|| mask(None)),
             // A window that covers every position masks nothing more than the causal mask.
-            local: local.map(|w| {
-                let mask = (seq > 1 || start + seq > w).then(|| causal_mask(start, seq, Some(w), &device));
-                (RopeAngles::new(&self.local_inv_freq, start, seq, &device), mask)
+            local: window.map(|w| {
+                let local_mask = (seq > 1 || start + seq > w).then(|| mask(Some(w)));
+                (RopeAngles::new(&self.local_inv_freq, start, seq, &device), local_mask)
             }),
         };
+        let hidden = self.run_blocks(tokens, &pass, cache);
+        cache.len += seq;
+        hidden
+    }
 
+    /// The sliding window of local layers, when the model has any.
+    fn local_window(&self) -> Option<usize> {
+        self.config.sliding_window.filter(|_| self.config.layer_types.contains(&LayerType::Local))
+    }
+
+    /// One new token per row, row `r` at position `positions[r]`, its keys at the last
+    /// `positions[r] + 1` of `width` columns once this step's are appended: the pass context
+    /// with per-row angles and masks (left padding and, on local layers, keys beyond the window
+    /// are masked).
+    pub(crate) fn rows_pass(&self, positions: &[usize], width: usize, device: &Device) -> PassContext {
+        let rows = positions.len();
+        let mask = |window: Option<usize>| {
+            let data: Vec<f32> = positions
+                .iter()
+                .flat_map(|&p| {
+                    // Column `c` holds position `c - pad`; the row's keys are positions 0..=p.
+                    let pad = width - (p + 1);
+                    (0..width).map(move |c| {
+                        let visible = c >= pad && window.is_none_or(|w| (c - pad) + w > p);
+                        if visible {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            Tensor::<5>::from_data(TensorData::new(data, [rows, 1, 1, 1, width]), device)
+        };
+        PassContext {
+            global_rope: RopeAngles::at_positions(&self.inv_freq, positions, device),
+            global_mask: Some(mask(None)),
+            local: self
+                .local_window()
+                .map(|w| (RopeAngles::at_positions(&self.local_inv_freq, positions, device), Some(mask(Some(w))))),
+        }
+    }
+
+    /// Embedding, every block with `pass`, final norm.
+    pub(crate) fn run_blocks(&self, tokens: Tensor<2, Int>, pass: &PassContext, cache: &mut dyn KvStore) -> Tensor<3> {
         let mut x = self.embedding.forward(tokens);
         if let Some(scale) = self.config.embedding_scale {
             x = x.mul_scalar(scale);
         }
         for (i, block) in self.layers.iter().enumerate() {
-            x = block.forward(x, &pass, cache, i);
+            x = block.forward(x, pass, cache, i);
         }
-        cache.len += seq;
         self.norm.forward(x)
     }
 
-    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+    pub(crate) fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
