@@ -84,3 +84,23 @@ pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
         _ => None,
     }
 }
+
+/// The device a user's `--device` names, with a description for the log. `auto`: a hardware GPU
+/// through Vulkan if there is one, else the CPU path (a software Vulkan driver such as lavapipe
+/// is slower than Burn's CPU backend); `vulkan` insists on Vulkan; `cpu` takes the CPU path.
+#[cfg(feature = "flex")]
+pub fn choose(choice: &str) -> Result<(Device, String), KernelError> {
+    match choice {
+        "cpu" => Ok((Device::flex(), "cpu (burn flex)".into())),
+        "vulkan" => {
+            let v = open_vulkan()?;
+            Ok((v.device, format!("vulkan: {}", v.adapter)))
+        }
+        "auto" => match open_vulkan() {
+            Ok(v) if !v.software => Ok((v.device, format!("vulkan: {}", v.adapter))),
+            Ok(v) => Ok((Device::flex(), format!("cpu (burn flex; skipped software Vulkan {})", v.adapter))),
+            Err(e) => Ok((Device::flex(), format!("cpu (burn flex; no GPU: {e})"))),
+        },
+        other => Err(KernelError::UnknownDevice(other.to_string())),
+    }
+}

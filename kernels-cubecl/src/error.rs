@@ -25,4 +25,7 @@ pub enum KernelError {
     /// No Vulkan device could be opened.
     #[error("no Vulkan device: {0} (install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers libvulkan1` for lavapipe)")]
     NoVulkan(String),
+    /// A device choice other than `auto`, `vulkan` or `cpu`.
+    #[error("unknown device `{0}` (expected auto, vulkan or cpu)")]
+    UnknownDevice(String),
 }

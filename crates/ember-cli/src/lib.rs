@@ -14,6 +14,7 @@ pub struct ReadmeDoctests;
 pub mod commands;
 mod gguf_source;
 pub mod hf_dir;
+pub mod model_cache;
 mod safetensors_out;
 mod source;
 

@@ -378,9 +378,16 @@ impl Attachment {
     }
 }
 
-impl Drop for Attachment {
-    fn drop(&mut self) {
+impl Attachment {
+    /// Drops a running prefetch and every decoded weight of this attachment held by its cache.
+    pub(crate) fn release_decoded(&self) {
         self.drop_prefetch();
         self.cache.lock().forget_attachment(self.id);
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.release_decoded();
     }
 }

@@ -294,6 +294,16 @@ impl Store {
         self.attachments().iter().filter_map(|a| a.sample_memory()).next_back()
     }
 
+    /// Releases this store's decoded weights from their cache (and any prefetch), leaving only
+    /// the compressed bytes: what a server does when a model has no request in flight, so that
+    /// models sharing one cache budget leave it to the ones that are busy. The next pass decodes
+    /// again.
+    pub fn release_decoded(&self) {
+        for a in self.attachments() {
+            a.release_decoded();
+        }
+    }
+
     /// Drops a decode running ahead (prefetch), e.g. before measuring idle memory.
     pub fn drop_prefetch(&self) {
         for a in self.attachments() {

@@ -327,6 +327,27 @@ fn two_models_share_one_cache_budget() {
 }
 
 #[test]
+fn an_idle_store_releases_its_decoded_weights_from_a_shared_cache() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let a_path = write_container(dir.path(), "a.ember", SchemeKind::Lossless, 1);
+    let b_path = write_container(dir.path(), "b.ember", SchemeKind::Int8, 2);
+    let cache = Cache::new(Full);
+    let (sa, sb) = (Store::open(&a_path).unwrap(), Store::open(&b_path).unwrap());
+    let ma = sa.attach(Mlp::new(&device), Config::with_cache(cache.clone()).names(torch_names())).unwrap();
+    let mb = sb.attach(Mlp::new(&device), Config::with_cache(cache.clone()).names(torch_names())).unwrap();
+    let want_a = bits(sa.forward(|| ma.forward(input(&device))));
+    let _ = sb.forward(|| mb.forward(input(&device)));
+    let both = cache.bytes();
+    sa.release_decoded();
+    let b_only = cache.bytes();
+    assert!(b_only > 0 && b_only < both, "only a's weights are released: {both} -> {b_only}");
+    sb.release_decoded();
+    assert_eq!(cache.bytes(), 0);
+    assert_eq!(bits(sa.forward(|| ma.forward(input(&device)))), want_a, "decoded again on the next pass");
+}
+
+#[test]
 fn selection_keeps_the_rest_dense() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();

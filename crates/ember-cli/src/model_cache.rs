@@ -1,0 +1,85 @@
+//! The model a user names, as a container: a `.ember` file as is; a GGUF file or a Hugging Face
+//! model directory compressed on first use into the cache (`$EMBER_CACHE`, else
+//! `~/.cache/ember`), keyed by a hash of its content, and reused afterwards; nothing names the
+//! default model (SmolLM2-135M-Instruct, fetched once). `llama_lowmem`, `compare_policies` and
+//! `ember-serve` all accept models this way.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The container for `source` (a GGUF file or a Hugging Face model directory) coded with
+/// `scheme`, compressed on first use into the cache (`$EMBER_CACHE`, else `~/.cache/ember`) and
+/// reused afterwards. The name carries a hash of the source's content, so a changed file — even
+/// one with the same name and size — never reuses a stale container.
+fn compressed(source: &Path, name: &str, content: &[PathBuf], scheme: &str) -> Result<PathBuf> {
+    let dir = ember_gguf::fetch::cache_dir().join("containers");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let out = dir.join(format!("{name}-{:016x}.{scheme}.ember", content_hash(content)?));
+    if !out.exists() {
+        eprintln!("compressing {} with `{scheme}` (once; cached at {})", source.display(), out.display());
+        let args: Vec<std::ffi::OsString> = vec![
+            "ember".into(),
+            "compress".into(),
+            source.into(),
+            "-o".into(),
+            out.clone().into(),
+            "--scheme".into(),
+            scheme.into(),
+        ];
+        crate::run(args).with_context(|| format!("compressing {}", source.display()))?;
+    }
+    Ok(out)
+}
+
+/// XXH3-64 over the files' names and bytes, streamed (a few hundred milliseconds per GB from the
+/// page cache).
+fn content_hash(files: &[PathBuf]) -> Result<u64> {
+    use std::io::Read;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for path in files {
+        // A single file hashes as its bytes alone (the key of containers cached before).
+        if files.len() > 1 {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            hasher.update(name.as_bytes());
+            hasher.update(&[0]);
+        }
+        let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        loop {
+            let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    Ok(hasher.digest())
+}
+
+/// The model a path names: a `.ember` container as is; a `.gguf` file or a Hugging Face model
+/// directory (plain, or the hub cache's `models--ORG--NAME`) compressed with `scheme` (cached);
+/// no path means the default model (SmolLM2-135M-Instruct, fetched once).
+pub fn container_for(model: Option<&Path>, scheme: &str) -> Result<PathBuf> {
+    let gguf = |p: &Path| -> Result<PathBuf> {
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+        compressed(p, stem, &[p.to_path_buf()], scheme)
+    };
+    match model {
+        Some(p) if p.is_dir() => {
+            let dir = crate::hf_dir::resolve(p)?;
+            crate::hf_dir::check_runnable(&dir)?;
+            let content = crate::hf_dir::content_files(&dir)?;
+            compressed(&dir, &crate::hf_dir::display_name(&dir), &content, scheme)
+        }
+        Some(p) if p.extension().is_some_and(|e| e == "ember") => Ok(p.to_path_buf()),
+        Some(p) if p.extension().is_some_and(|e| e == "gguf") => gguf(p),
+        Some(p) if !p.exists() => anyhow::bail!("{}: no such file or directory", p.display()),
+        Some(p) => anyhow::bail!(
+            "{}: expected a .gguf or .ember file, or a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)",
+            p.display()
+        ),
+        None => gguf(&ember_gguf::fetch::default_model_gguf().context("fetching the default model")?),
+    }
+}
+
