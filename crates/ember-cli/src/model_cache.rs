@@ -82,4 +82,3 @@ pub fn container_for(model: Option<&Path>, scheme: &str) -> Result<PathBuf> {
         None => gguf(&ember_gguf::fetch::default_model_gguf().context("fetching the default model")?),
     }
 }
-

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""ember-serve throughput, time to first token and memory, as one JSON object.
+
+Starts the given ember-serve binary (build it with `cargo build --release -p ember-serve`), and
+measures, each in a fresh server on the CPU path:
+
+- one model (SmolLM2-135M): generated tokens/s and p50/p95 time to first token with 1, 4 and 16
+  concurrent streamed requests (batched decode: 16 sequences share every weight read);
+- three models in one server (SmolLM2-135M twice, under two names, and Gemma 3 270M), requests
+  spread over all three, for each scheme: tokens/s, and the process's peak resident memory
+  against the sum of the three models' dense (BF16) weights.
+
+Only the standard library: requests are plain HTTP with server-sent events.
+
+usage: python3 benches/serve/bench.py --bin target/release/ember-serve
+           [--tokens 32] [--schemes lossless,int8] [--out benches/results/cpu-serve.json]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+CACHE = os.environ.get("EMBER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ember")
+SMOLLM2 = os.path.join(CACHE, "gguf", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA3 = os.path.join(CACHE, "gguf", "gemma-3-270m-q4_k_m.gguf")
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time there was",
+    "The best way to learn a language is",
+    "Water boils at a temperature of",
+]
+
+
+class Server:
+    def __init__(self, binary, models, scheme, extra=()):
+        args = [binary, "--device", "cpu", "--port", "0", "--scheme", scheme, "--max-batch", "16"] + list(extra)
+        for name, path in models:
+            args += ["--model", f"{name}={path}"]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        self.log = []
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if "listening on http://" in line:
+                hostport = line.split("listening on http://", 1)[1].split()[0]
+                self.host, port = hostport.rsplit(":", 1)
+                self.port = int(port)
+                return
+        raise SystemExit("ember-serve did not start:\n" + "".join(self.log))
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=120)
+
+    async def request(self, model, prompt, tokens):
+        """One streamed completion: (seconds to the first text, completion tokens, seconds)."""
+        body = json.dumps({"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True,
+                           "stream_options": {"include_usage": True}}).encode()
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+        first, usage = None, None
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            if not line.startswith(b"data: "):
+                continue
+            data = line[6:].strip()
+            if data == b"[DONE]":
+                break
+            chunk = json.loads(data)
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            if first is None and any(c.get("text") for c in chunk.get("choices", [])):
+                first = time.perf_counter() - started
+        writer.close()
+        return first, (usage or {}).get("completion_tokens", 0), time.perf_counter() - started
+
+    def metrics(self):
+        import urllib.request
+        text = urllib.request.urlopen(f"http://{self.host}:{self.port}/metrics").read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                series, value = line.rsplit(" ", 1)
+                out[series] = float(value)
+        return out
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def wave(server, jobs, tokens):
+    """All `jobs` ((model, prompt) pairs) at once: tokens/s over the wave and TTFT percentiles."""
+    started = time.perf_counter()
+    results = await asyncio.gather(*(server.request(m, p, tokens) for m, p in jobs))
+    wall = time.perf_counter() - started
+    generated = sum(r[1] for r in results)
+    ttft = [r[0] for r in results if r[0] is not None]
+    return {"sequences": len(jobs), "generated_tokens": generated, "seconds": wall, "tokens_per_s": generated / wall,
+            "ttft_p50_s": pct(ttft, 50), "ttft_p95_s": pct(ttft, 95)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--schemes", default="lossless,int8")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    for path in (SMOLLM2, GEMMA3):
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} is missing: run `cargo test --workspace` once (it fetches both models)")
+
+    report = {"benchmark": "ember-serve on the CPU path", "command": " ".join(sys.argv),
+              "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+              "tokens_per_request": a.tokens}
+
+    # One model, 1/4/16 concurrent sequences.
+    s = Server(a.bin, [("smollm2", SMOLLM2)], "lossless")
+    try:
+        asyncio.run(wave(s, [("smollm2", PROMPTS[0])], 4))  # warm-up
+        rows = []
+        for c in (1, 4, 16):
+            rows.append(asyncio.run(wave(s, [("smollm2", PROMPTS[i % 4]) for i in range(c)], a.tokens)))
+        report["one_model"] = {"model": "SmolLM2-135M-Instruct (lossless)", "rows": rows,
+                               "batch16_vs_batch1": rows[2]["tokens_per_s"] / rows[0]["tokens_per_s"]}
+    finally:
+        s.stop()
+
+    # Three models, one budget, per scheme.
+    three = [("smollm2-a", SMOLLM2), ("smollm2-b", SMOLLM2), ("gemma3", GEMMA3)]
+    report["three_models"] = []
+    for scheme in a.schemes.split(","):
+        s = Server(a.bin, three, scheme)
+        try:
+            jobs = [(three[i % 3][0], PROMPTS[(i // 3) % 4]) for i in range(12)]
+            row = asyncio.run(wave(s, jobs, a.tokens))
+            m = s.metrics()
+            dense = sum(v for k, v in m.items() if k.startswith("ember_dense_weight_bytes"))
+            peak = next(v for k, v in m.items() if k.startswith("ember_memory_peak_bytes"))
+            source = next(k for k in m if k.startswith("ember_memory_peak_bytes"))
+            row.update({"scheme": scheme, "dense_weight_bytes_sum": dense, "memory_peak_bytes": peak,
+                        "memory_source": source.split('source="', 1)[1].rstrip('"}'),
+                        "peak_vs_dense_sum": peak / dense,
+                        "cache_peak_bytes": m.get("ember_cache_peak_bytes"), "cache_budget_bytes": m.get("ember_cache_budget_bytes")})
+            report["three_models"].append(row)
+        finally:
+            s.stop()
+
+    text = json.dumps(report, indent=2)
+    print(text)
+    if a.out:
+        tmp = a.out + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, a.out)
+
+
+if __name__ == "__main__":
+    main()

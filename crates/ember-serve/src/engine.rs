@@ -1,0 +1,266 @@
+//! One model's worker: a thread that owns the model and its store and decodes every running
+//! sequence together, one token each per step (so each weight is read once per step for all of
+//! them). Requests join the running batch at a token boundary — prefilled alone, then added as
+//! a row — and leave it when they finish or their client goes away. With nothing running the
+//! worker releases the model's decoded weights, so an idle model holds only its compressed bytes.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use ember::Store;
+use ember_gguf::tokenizer::StreamDecoder;
+use ember_gguf::Tokenizer;
+use ember_llama::{BatchCache, KvCache, Llama, LlamaConfig, Sampler};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::metrics::ModelMetrics;
+use crate::stops::StopScanner;
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-turn token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+impl FinishReason {
+    /// OpenAI's `finish_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What a worker tells the request's handler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text.
+    Text(String),
+    /// The sequence ended.
+    Done {
+        /// Why.
+        finish_reason: FinishReason,
+        /// Prompt tokens.
+        prompt_tokens: usize,
+        /// Generated tokens.
+        completion_tokens: usize,
+    },
+    /// The model failed on this request.
+    Failed(String),
+}
+
+/// A sequence to generate.
+#[derive(Debug)]
+pub struct Job {
+    /// The prompt's token ids (checked against the vocabulary and the context).
+    pub prompt_ids: Vec<u32>,
+    /// New tokens at most (≥ 1).
+    pub max_tokens: usize,
+    /// How the next token is chosen.
+    pub sampler: Sampler,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Where the events go; dropping the receiver cancels the sequence.
+    pub events: UnboundedSender<Event>,
+}
+
+/// A sequence in the running batch (row `i` of the batch cache is `rows[i]`).
+struct Row<'t> {
+    job: Job,
+    decoder: StreamDecoder<'t>,
+    stops: StopScanner,
+    /// The last sampled token, fed at the next step.
+    last: u32,
+    generated: usize,
+}
+
+enum Outcome {
+    Continue,
+    Finished,
+    Cancelled,
+}
+
+impl Row<'_> {
+    /// Takes the token sampled for this row: sends its text, and says whether the row goes on.
+    fn accept(&mut self, id: u32, stop_ids: &[u32]) -> Outcome {
+        if self.job.events.is_closed() {
+            return Outcome::Cancelled;
+        }
+        if stop_ids.contains(&id) {
+            return self.finish(FinishReason::Stop, false);
+        }
+        self.generated += 1;
+        self.last = id;
+        let piece = self.decoder.push(id).unwrap_or_default();
+        let scan = self.stops.push(&piece);
+        if !scan.release.is_empty() && self.job.events.send(Event::Text(scan.release)).is_err() {
+            return Outcome::Cancelled;
+        }
+        if scan.stopped {
+            return self.finish(FinishReason::Stop, true);
+        }
+        if self.generated >= self.job.max_tokens {
+            return self.finish(FinishReason::Length, false);
+        }
+        Outcome::Continue
+    }
+
+    fn finish(&mut self, reason: FinishReason, stopped_on_text: bool) -> Outcome {
+        if !stopped_on_text {
+            let mut rest = self.decoder.finish().map(|t| self.stops.push(&t)).map(|s| s.release).unwrap_or_default();
+            rest.push_str(&self.stops.finish());
+            if !rest.is_empty() {
+                let _ = self.job.events.send(Event::Text(rest));
+            }
+        }
+        let done = Event::Done {
+            finish_reason: reason,
+            prompt_tokens: self.job.prompt_ids.len(),
+            completion_tokens: self.generated,
+        };
+        match self.job.events.send(done) {
+            Ok(()) => Outcome::Finished,
+            Err(_) => Outcome::Cancelled,
+        }
+    }
+}
+
+/// What a worker needs: the attached model and everything around it.
+pub struct Worker {
+    /// The model, its weights attached to `store`.
+    pub model: Llama,
+    /// Its config.
+    pub config: LlamaConfig,
+    /// The compressed weights.
+    pub store: Store,
+    /// Its tokenizer (for streamed text and stop strings).
+    pub tokenizer: Arc<Tokenizer>,
+    /// The device the model runs on.
+    pub device: Device,
+    /// Sequences decoded together, at most.
+    pub max_batch: usize,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<ModelMetrics>,
+}
+
+impl Worker {
+    /// Serves jobs from `jobs` until every sender is gone and the batch has drained.
+    pub fn run(self, jobs: Receiver<Job>) {
+        let tokenizer = Arc::clone(&self.tokenizer);
+        let stop_ids = tokenizer.eos_ids().to_vec();
+        let mut batch = BatchCache::new(self.config.num_hidden_layers);
+        let mut rows: Vec<Row<'_>> = Vec::new();
+        let mut open = true;
+        loop {
+            if rows.is_empty() {
+                // Idle: only the compressed bytes stay.
+                self.store.release_decoded();
+                self.metrics.publish(&self.store, 0);
+                if !open {
+                    return;
+                }
+                match jobs.recv() {
+                    Ok(job) => self.admit(job, &tokenizer, &stop_ids, &mut batch, &mut rows),
+                    Err(_) => return,
+                }
+            }
+            while open && rows.len() < self.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => self.admit(job, &tokenizer, &stop_ids, &mut batch, &mut rows),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let tokens: Vec<u32> = rows.iter().map(|r| r.last).collect();
+            let logits = self.store.forward(|| self.model.forward_rows(&tokens, &mut batch, &self.device));
+            let logits = match logits.into_data().try_to_vec::<f32>() {
+                Ok(l) => l,
+                Err(e) => {
+                    for row in rows.drain(..) {
+                        let _ = row.job.events.send(Event::Failed(format!("cannot read the logits: {e:?}")));
+                    }
+                    batch = BatchCache::new(self.config.num_hidden_layers);
+                    continue;
+                }
+            };
+            self.metrics.busy(started.elapsed(), rows.len() as u64);
+            let vocab = self.config.vocab_size;
+            let mut ended = Vec::new();
+            for (i, row) in rows.iter_mut().enumerate() {
+                let id = row.job.sampler.sample(&logits[i * vocab..(i + 1) * vocab]);
+                match row.accept(id, &stop_ids) {
+                    Outcome::Continue => {}
+                    Outcome::Finished => ended.push(i),
+                    Outcome::Cancelled => {
+                        self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                        ended.push(i);
+                    }
+                }
+            }
+            for &i in ended.iter().rev() {
+                rows.remove(i);
+                batch.remove(i);
+            }
+            self.metrics.publish(&self.store, rows.len());
+        }
+    }
+
+    /// Prefills `job` alone, samples its first token and, unless that ends it, adds it to the
+    /// batch.
+    fn admit<'t>(
+        &self,
+        job: Job,
+        tokenizer: &'t Tokenizer,
+        stop_ids: &[u32],
+        batch: &mut BatchCache,
+        rows: &mut Vec<Row<'t>>,
+    ) {
+        self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+        if job.events.is_closed() {
+            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let started = Instant::now();
+        let mut cache = KvCache::new(&self.config);
+        let ids: Vec<i32> = job.prompt_ids.iter().map(|&t| t as i32).collect();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, job.prompt_ids.len()]), &self.device);
+        let logits = self.store.forward(|| self.model.forward_last(tokens, &mut cache));
+        let logits = match logits.into_data().try_to_vec::<f32>() {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = job.events.send(Event::Failed(format!("cannot read the logits: {e:?}")));
+                return;
+            }
+        };
+        self.metrics.busy(started.elapsed(), 1);
+        let mut row = Row {
+            stops: StopScanner::new(job.stop.clone()),
+            decoder: tokenizer.stream_decoder(),
+            job,
+            last: 0,
+            generated: 0,
+        };
+        let id = row.job.sampler.sample(&logits);
+        match row.accept(id, stop_ids) {
+            Outcome::Continue => {
+                batch.push(&cache);
+                rows.push(row);
+            }
+            Outcome::Finished => {}
+            Outcome::Cancelled => {
+                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
