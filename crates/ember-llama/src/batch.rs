@@ -10,7 +10,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::model::{KvCache, KvStore, Llama};
+use crate::model::{append_to, KvCache, KvStore, Llama};
 
 /// Keys and values of the sequences in a running batch; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -107,12 +107,7 @@ fn left_pad(t: Tensor<4>, width: usize) -> Tensor<4> {
 
 impl KvStore for BatchCache {
     fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let (k, v) = match self.layers[layer].take() {
-            None => (k, v),
-            Some((k_old, v_old)) => (Tensor::cat(vec![k_old, k], 2), Tensor::cat(vec![v_old, v], 2)),
-        };
-        self.layers[layer] = Some((k.clone(), v.clone()));
-        (k, v)
+        append_to(&mut self.layers[layer], k, v)
     }
 }
 

@@ -125,13 +125,23 @@ pub(crate) trait KvStore {
 
 impl KvStore for KvCache {
     fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let (k, v) = match self.layers[layer].take() {
-            None => (k, v),
-            Some((k_old, v_old)) => (Tensor::cat(vec![k_old, k], 2), Tensor::cat(vec![v_old, v], 2)),
-        };
-        self.layers[layer] = Some((k.clone(), v.clone()));
-        (k, v)
+        append_to(&mut self.layers[layer], k, v)
     }
+}
+
+/// Appends `k`, `v` (`[batch, kv_heads, new, head_dim]`) to one layer's keys and values along
+/// the sequence axis, and returns all of them.
+pub(crate) fn append_to(
+    slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+) -> (Tensor<4>, Tensor<4>) {
+    let (k, v) = match slot.take() {
+        None => (k, v),
+        Some((k_old, v_old)) => (Tensor::cat(vec![k_old, k], 2), Tensor::cat(vec![v_old, v], 2)),
+    };
+    *slot = Some((k.clone(), v.clone()));
+    (k, v)
 }
 
 /// Grouped-query self-attention: `n_heads` query heads share `n_kv_heads` key/value heads.

@@ -29,29 +29,46 @@ fn built(rel: &str) -> PathBuf {
     p
 }
 
-/// A venv with the `openai` client, made once under the ember cache (atomically: built in a
-/// temporary directory and renamed).
-fn python() -> PathBuf {
+/// A Python that imports the `openai` client: a venv made once under the ember cache, or where
+/// `python3 -m venv` is unavailable (Debian without `python3-venv`), the package installed into
+/// a directory put on `PYTHONPATH`. Either is built in a temporary directory and renamed into
+/// place, so a half-made one is never used.
+fn python() -> Command {
     let cache = ember_gguf::fetch::cache_dir();
     let venv = cache.join(format!("venv-{}", OPENAI.replace("==", "-")));
-    let py = venv.join("bin/python");
-    if py.exists() {
-        return py;
+    let target = cache.join(format!("pylib-{}", OPENAI.replace("==", "-")));
+    if venv.join("bin/python").exists() {
+        return Command::new(venv.join("bin/python"));
+    }
+    let with_path = |dir: &Path| {
+        let mut c = Command::new("python3");
+        c.env("PYTHONPATH", dir);
+        c
+    };
+    if target.exists() {
+        return with_path(&target);
     }
     std::fs::create_dir_all(&cache).unwrap();
-    let tmp = tempfile::Builder::new().prefix(".venv-openai-").tempdir_in(&cache).unwrap();
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{cmd:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+    let tmp = tempfile::Builder::new().prefix(".python-openai-").tempdir_in(&cache).unwrap();
+    let ok = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
+    let (made, dest) = if ok(Command::new("python3").args(["-m", "venv"]).arg(tmp.path())) {
+        (ok(Command::new(tmp.path().join("bin/python")).args(["-m", "pip", "install", "--quiet", OPENAI])), &venv)
+    } else {
+        (
+            ok(Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--target"])
+                .arg(tmp.path())
+                .arg(OPENAI)),
+            &target,
+        )
     };
-    run(Command::new("python3").args(["-m", "venv"]).arg(tmp.path()));
-    run(Command::new(tmp.path().join("bin/python")).args(["-m", "pip", "install", "--quiet", OPENAI]));
+    assert!(made, "cannot install {OPENAI} with pip (network access to PyPI is needed once)");
     let dir = tmp.keep();
-    if std::fs::rename(&dir, &venv).is_err() {
+    if std::fs::rename(&dir, dest).is_err() {
         // Another run made it meanwhile.
         let _ = std::fs::remove_dir_all(&dir);
     }
-    py
+    python()
 }
 
 struct Server {
@@ -91,7 +108,7 @@ impl Server {
 
     fn client(&self, scenario: &str, models: &[&str]) -> Value {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
-        let out = Command::new(python()).arg(script).args([&self.base, KEY, scenario]).args(models).output().unwrap();
+        let out = python().arg(script).args([&self.base, KEY, scenario]).args(models).output().unwrap();
         assert!(
             out.status.success(),
             "openai_client.py {scenario}:\n{}\nserver:\n{}",
