@@ -24,6 +24,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 CACHE = os.environ.get("EMBER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ember")
@@ -50,10 +51,30 @@ class Server:
                 hostport = line.split("listening on http://", 1)[1].split()[0]
                 self.host, port = hostport.rsplit(":", 1)
                 self.port = int(port)
+                break
+        else:
+            raise SystemExit("ember-serve did not start:\n" + "".join(self.log))
+
+        self.peaks = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
+        self.sampling = True
+        threading.Thread(target=self.sample, daemon=True).start()
+
+    def sample(self):
+        """Polls the server's /proc status: peaks of anonymous memory (what it allocates) and of
+        file-backed pages (the mmapped containers, which the kernel can drop)."""
+        while self.sampling:
+            try:
+                with open(f"/proc/{self.proc.pid}/status") as f:
+                    for line in f:
+                        key = line.split(":", 1)[0]
+                        if key in self.peaks:
+                            self.peaks[key] = max(self.peaks[key], int(line.split()[1]) * 1024)
+            except OSError:
                 return
-        raise SystemExit("ember-serve did not start:\n" + "".join(self.log))
+            time.sleep(0.02)
 
     def stop(self):
+        self.sampling = False
         self.proc.terminate()
         self.proc.wait(timeout=120)
 
@@ -154,6 +175,8 @@ def main():
             row.update({"scheme": scheme, "dense_weight_bytes_sum": dense, "memory_peak_bytes": peak,
                         "memory_source": source.split('source="', 1)[1].rstrip('"}'),
                         "peak_vs_dense_sum": peak / dense,
+                        "anon_memory_peak_bytes": s.peaks["RssAnon"], "anon_peak_vs_dense_sum": s.peaks["RssAnon"] / dense,
+                        "file_backed_peak_bytes": s.peaks["RssFile"],
                         "cache_peak_bytes": m.get("ember_cache_peak_bytes"), "cache_budget_bytes": m.get("ember_cache_budget_bytes")})
             report["three_models"].append(row)
         finally:
