@@ -3,7 +3,7 @@
 #![no_main]
 
 use ember_codec::rans::{decode_lanes, FrequencyTable, LaneOutput};
-use ember_codec::tile::read_coded_tile;
+use ember_codec::tile::{read_coded_tile, LaneTable};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
     let counts: Vec<u64> = rest.iter().take(16).map(|&b| b as u64).collect();
     let Ok(table) = FrequencyTable::from_counts(&counts, prob_bits) else { return };
     let payload = rest.get(16..).unwrap_or(&[]);
-    let Ok(tile) = read_coded_tile(payload, lanes, 0) else { return };
+    let lane_table = if lanes % 2 == 0 { LaneTable::Counts16 } else { LaneTable::Ends32 };
+    let Ok(tile) = read_coded_tile(payload, lanes, 0, lane_table) else { return };
     let count = (payload.len() * 3) % 5000;
     let mut out = vec![0u8; count];
     let _ =

@@ -12,7 +12,7 @@
 
 use ember_codec::dtype::Dtype;
 use ember_codec::schemes::Scheme;
-use ember_codec::tile::{read_coded_tile, rows_cols};
+use ember_codec::tile::{read_coded_tile, rows_cols, LaneTable};
 use ember_codec::{bitpack, Container, TensorEntry};
 
 use crate::error::KernelError;
@@ -42,7 +42,15 @@ pub mod desc {
     pub const COLS: usize = 7;
     /// The `int4` block length.
     pub const BLOCK: usize = 8;
+    /// Bits 0..8: `lossless` joint mantissa bits; bits 8..17: the number of symbols (their
+    /// values follow the slot table in the tables buffer); bit 17: 16-bit lane word counts.
+    pub const SYMBOLS: usize = 9;
+    /// Bit of [`SYMBOLS`] set when tiles store 16-bit lane word counts (format version 2).
+    pub const COUNTS16_BIT: u32 = 1 << 17;
 }
+
+/// Words of shared memory reserved for a `lossless` tensor's symbol values.
+pub const VALUES_CAPACITY: usize = 256;
 
 /// Which kernel variant decodes a tensor (`FORMAT.md` §4–6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,6 +136,10 @@ pub struct DecodeBatch {
     pub(crate) scheme: KernelScheme,
     /// Lanes per tile (threads per cube).
     pub(crate) lanes: usize,
+    /// `lossless`: mantissa bits coded with the exponent (format version 2), shared by the batch.
+    pub(crate) joint: u32,
+    /// How the batch's tiles store lane ends, shared by the batch.
+    pub(crate) lane_table: LaneTable,
     /// Tile payloads, back to back, as little-endian words.
     pub(crate) data: Vec<u32>,
     /// [`DESC_WORDS`] words per tile.
@@ -159,7 +171,7 @@ fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
 
 impl DecodeBatch {
     /// Gathers `entries` of `file` into one batch. They must share a kernel scheme and, for coded
-    /// schemes, a lane count (see [`DecodeBatch::group`] to split a mixed list).
+    /// schemes, a lane count and joint width (see [`DecodeBatch::group`] to split a mixed list).
     pub fn new(file: &Container, entries: &[&TensorEntry]) -> Result<Self, KernelError> {
         let bad = |t: &TensorEntry, reason: String| KernelError::Tensor {
             path: file.path().display().to_string(),
@@ -170,10 +182,14 @@ impl DecodeBatch {
         let scheme =
             KernelScheme::of(first).ok_or_else(|| bad(first, format!("raw {} has no GPU decoder", first.dtype)))?;
         let lanes = first.scheme.coder().map_or(32, |c| c.lanes as usize);
+        let joint = first.scheme.joint_bits();
+        let lane_table = first.scheme.coder().map_or(LaneTable::Ends32, |c| c.lane_table);
         let mut batch = DecodeBatch {
             path: file.path().display().to_string(),
             scheme,
             lanes,
+            joint,
+            lane_table,
             data: Vec::new(),
             tiles: Vec::new(),
             tables: Vec::new(),
@@ -182,15 +198,28 @@ impl DecodeBatch {
             output_elements: 0,
         };
         for &t in entries {
-            if KernelScheme::of(t) != Some(scheme) || t.scheme.coder().is_some_and(|c| c.lanes as usize != lanes) {
-                return Err(bad(t, format!("does not share the batch's scheme {scheme:?} and {lanes} lanes")));
+            if KernelScheme::of(t) != Some(scheme)
+                || t.scheme.coder().is_some_and(|c| c.lanes as usize != lanes)
+                || t.scheme.joint_bits() != joint
+                || t.scheme.coder().is_some_and(|c| c.lane_table != lane_table)
+            {
+                return Err(bad(
+                    t,
+                    format!("does not share the batch's scheme {scheme:?}, {lanes} lanes and {joint} joint bits"),
+                ));
             }
             let table_off = batch.tables.len();
             let mut prob_bits = 0;
+            let mut symbols = 0u32;
             if let Some(table) = t.frequency_table().map_err(|e| bad(t, e))? {
                 let dt = table.decode_table();
                 prob_bits = dt.prob_bits();
                 batch.tables.extend_from_slice(dt.entries());
+                if let Some(values) = t.scheme.symbol_values(t.dtype) {
+                    // The symbol values, padded to the shared-memory block the kernel loads.
+                    symbols = values.len() as u32;
+                    batch.tables.extend(values.iter().copied().chain(std::iter::repeat(0)).take(VALUES_CAPACITY));
+                }
             }
             let scales_off = batch.scales.len();
             batch.scales.extend(words(file.scales_bytes(t)?));
@@ -201,7 +230,7 @@ impl DecodeBatch {
             };
             let offset = batch.output_elements;
             let first_tile = batch.num_tiles();
-            let raw_bits = t.dtype.float_layout().map_or(0, |l| l.raw_bits());
+            let raw_bits = t.dtype.float_layout().map_or(0, |l| l.joint_raw_bits(joint));
             for (i, r) in t.tiles.iter().enumerate() {
                 let payload = file.tile_bytes(t, i)?;
                 if t.scheme.coder().is_some() {
@@ -210,7 +239,8 @@ impl DecodeBatch {
                     } else {
                         0
                     };
-                    check_coded_tile(payload, lanes, raw_len).map_err(|e| bad(t, format!("tile {i}: {e}")))?;
+                    check_coded_tile(payload, lanes, raw_len, lane_table)
+                        .map_err(|e| bad(t, format!("tile {i}: {e}")))?;
                 } else {
                     let need = r.count as usize * t.dtype.size();
                     if payload.len() < need {
@@ -235,7 +265,7 @@ impl DecodeBatch {
                     r.start as u32,
                     cols.max(1) as u32,
                     block,
-                    0,
+                    joint | symbols << 8 | if lane_table == LaneTable::Counts16 { desc::COUNTS16_BIT } else { 0 },
                 ];
                 batch.tiles.extend_from_slice(&desc);
                 batch.data.extend(words(payload));
@@ -259,13 +289,13 @@ impl DecodeBatch {
         Ok(batch)
     }
 
-    /// Splits `entries` into batches of one kernel scheme and lane count each, keeping order
+    /// Splits `entries` into batches of one kernel scheme, lane count and joint width each, keeping order
     /// within a batch. Non-float `raw` tensors are returned separately (they need no decoding).
     pub fn group<'a>(
         file: &Container,
         entries: &[&'a TensorEntry],
     ) -> Result<(Vec<DecodeBatch>, Vec<&'a TensorEntry>), KernelError> {
-        let mut keys: Vec<(KernelScheme, usize)> = Vec::new();
+        let mut keys: Vec<(KernelScheme, usize, u32, LaneTable)> = Vec::new();
         let mut groups: Vec<Vec<&TensorEntry>> = Vec::new();
         let mut plain = Vec::new();
         for &t in entries {
@@ -273,7 +303,13 @@ impl DecodeBatch {
                 plain.push(t);
                 continue;
             };
-            let key = (scheme, t.scheme.coder().map_or(32, |c| c.lanes as usize));
+            let coder = t.scheme.coder();
+            let key = (
+                scheme,
+                coder.map_or(32, |c| c.lanes as usize),
+                t.scheme.joint_bits(),
+                coder.map_or(LaneTable::Ends32, |c| c.lane_table),
+            );
             match keys.iter().position(|k| *k == key) {
                 Some(i) => groups[i].push(t),
                 None => {
@@ -294,6 +330,16 @@ impl DecodeBatch {
     /// Lanes per tile.
     pub fn lanes(&self) -> usize {
         self.lanes
+    }
+
+    /// `lossless`: mantissa bits coded with the exponent.
+    pub fn joint_bits(&self) -> u32 {
+        self.joint
+    }
+
+    /// How the tiles store their lane ends.
+    pub fn lane_table(&self) -> LaneTable {
+        self.lane_table
     }
 
     /// Where each tensor's values land in the output.
@@ -378,8 +424,8 @@ pub(crate) fn tile_error(path: &str, outputs: &[BatchOutput], tile: Option<usize
 /// (`FORMAT.md` §3): every lane state in `[STATE_LOWER, 2^32)`, lane ends non-decreasing and
 /// inside the word area, the raw area and the words inside the payload. So the kernel's reads
 /// stay inside the tile; whether each lane's words decode exactly is the decode-time check.
-fn check_coded_tile(payload: &[u8], lanes: usize, raw_len: usize) -> Result<(), String> {
-    let tile = read_coded_tile(payload, lanes, raw_len)?;
+fn check_coded_tile(payload: &[u8], lanes: usize, raw_len: usize, table: LaneTable) -> Result<(), String> {
+    let tile = read_coded_tile(payload, lanes, raw_len, table)?;
     if let Some(j) = tile.states.iter().position(|&s| s < ember_codec::rans::STATE_LOWER) {
         return Err(format!("lane {j} starts with a denormalised state"));
     }

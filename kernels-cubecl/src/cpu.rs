@@ -4,6 +4,7 @@
 use ember_codec::dtype::Dtype;
 use ember_codec::rans::DecodeTable;
 use ember_codec::schemes::{LosslessDecoder, QuantDecoder, QuantKind};
+use ember_codec::tile::LaneTable;
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
@@ -30,10 +31,10 @@ enum TileDecoder {
     Raw(Dtype),
 }
 
-type DecoderKey = (u32, u32, u32, u32);
+type DecoderKey = (u32, u32, u32, u32, u32);
 
 fn decoder_key(d: &[u32]) -> DecoderKey {
-    (d[desc::TABLE], d[desc::PROB_BITS], d[desc::COLS], d[desc::BLOCK])
+    (d[desc::TABLE], d[desc::PROB_BITS], d[desc::COLS], d[desc::BLOCK], d[desc::SYMBOLS])
 }
 
 fn build_decoder(tables: &[u32], scheme: KernelScheme, lanes: usize, d: &[u32]) -> Result<TileDecoder, String> {
@@ -42,16 +43,19 @@ fn build_decoder(tables: &[u32], scheme: KernelScheme, lanes: usize, d: &[u32]) 
         let entries = tables.get(off..off + (1usize << bits.min(12))).ok_or("table outside the tables")?;
         DecodeTable::from_entries(bits, entries.to_vec())
     };
+    let lane_table = if d[desc::SYMBOLS] & desc::COUNTS16_BIT != 0 { LaneTable::Counts16 } else { LaneTable::Ends32 };
+    let lossless = |dtype: Dtype| -> Result<TileDecoder, String> {
+        let (off, bits) = (d[desc::TABLE] as usize, d[desc::PROB_BITS]);
+        let (joint, symbols) = (d[desc::SYMBOLS] & 0xff, ((d[desc::SYMBOLS] >> 8) & 0x1ff) as usize);
+        let start = off + (1usize << bits.min(12));
+        let values = tables.get(start..start + symbols).ok_or("symbol values outside the tables")?;
+        let decoder = LosslessDecoder::from_table(dtype, lanes as u32, table()?, joint, values.to_vec())?;
+        Ok(TileDecoder::Lossless(decoder.with_lane_table(lane_table), dtype))
+    };
     Ok(match scheme {
-        KernelScheme::LosslessBf16 => {
-            TileDecoder::Lossless(LosslessDecoder::from_table(Dtype::BF16, lanes as u32, table()?)?, Dtype::BF16)
-        }
-        KernelScheme::LosslessF16 => {
-            TileDecoder::Lossless(LosslessDecoder::from_table(Dtype::F16, lanes as u32, table()?)?, Dtype::F16)
-        }
-        KernelScheme::LosslessF32 => {
-            TileDecoder::Lossless(LosslessDecoder::from_table(Dtype::F32, lanes as u32, table()?)?, Dtype::F32)
-        }
+        KernelScheme::LosslessBf16 => lossless(Dtype::BF16)?,
+        KernelScheme::LosslessF16 => lossless(Dtype::F16)?,
+        KernelScheme::LosslessF32 => lossless(Dtype::F32)?,
         KernelScheme::Int8 | KernelScheme::Int4Symmetric | KernelScheme::Int4Asymmetric => {
             let block = d[desc::BLOCK] as usize;
             let kind = match scheme {
@@ -59,7 +63,8 @@ fn build_decoder(tables: &[u32], scheme: KernelScheme, lanes: usize, d: &[u32]) 
                 KernelScheme::Int4Symmetric => QuantKind::Int4Symmetric { block },
                 _ => QuantKind::Int4Asymmetric { block },
             };
-            TileDecoder::Quant(QuantDecoder::from_table(kind, d[desc::COLS] as u64, lanes as u32, table()?))
+            let q = QuantDecoder::from_table(kind, d[desc::COLS] as u64, lanes as u32, table()?);
+            TileDecoder::Quant(q.with_lane_table(lane_table))
         }
         KernelScheme::RawBf16 => TileDecoder::Raw(Dtype::BF16),
         KernelScheme::RawF16 => TileDecoder::Raw(Dtype::F16),
@@ -132,7 +137,7 @@ pub fn decode_batch_host(
     lanes: usize,
     out: &mut [u8],
 ) -> Result<(), HostDecodeError> {
-    if tiles.len() % DESC_WORDS != 0 {
+    if !tiles.len().is_multiple_of(DESC_WORDS) {
         return Err("tile descriptors are not a whole number of records".into());
     }
     let scales = bytes_of(scales);

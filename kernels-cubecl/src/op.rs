@@ -20,6 +20,10 @@ pub struct LaunchSpec {
     pub output: OutputKind,
     /// Threads per cube.
     pub lanes: usize,
+    /// `lossless`: mantissa bits coded with the exponent.
+    pub joint: u32,
+    /// Tiles store 16-bit lane word counts (format version 2).
+    pub counts16: bool,
     /// Cubes.
     pub num_tiles: usize,
     /// Elements of the output (a multiple of 2).
@@ -115,6 +119,8 @@ mod cube {
                 &client,
                 spec.num_tiles,
                 spec.lanes,
+                spec.joint,
+                spec.counts16,
                 spec.scheme,
                 launch,
                 words(&data),
@@ -406,6 +412,8 @@ impl UploadedBatch {
                 scheme: batch.scheme,
                 output,
                 lanes: batch.lanes,
+                joint: batch.joint,
+                counts16: batch.lane_table == ember_codec::tile::LaneTable::Counts16,
                 num_tiles: batch.num_tiles(),
                 elements: batch.output_elements.max(2),
                 dtype,

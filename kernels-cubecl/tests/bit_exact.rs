@@ -50,6 +50,7 @@ fn cases() -> Vec<Case> {
                         prob_bits: 12 - (k as u32 % 3),
                         int4_block: 16,
                         int4_asymmetric: asym,
+                        raw_if_smaller: false,
                     };
                     out.push(Case {
                         name: format!("{dtype}-{scheme}-{lanes}-{k}"),

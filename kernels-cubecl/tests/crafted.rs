@@ -86,8 +86,9 @@ fn zeroed_lane_states_are_refused_when_the_batch_is_built() {
 #[test]
 fn a_lane_end_past_the_words_is_refused_when_the_batch_is_built() {
     let dir = tempfile::tempdir().unwrap();
+    // Version 2 tiles store 16-bit lane word counts after the 32 states.
     let bytes = forge::forge_tile(&sample(dir.path()), INT8, 1, |p| {
-        p[4 * 32 + 4 * 31..4 * 32 + 4 * 32].copy_from_slice(&u32::MAX.to_le_bytes());
+        p[4 * 32 + 2 * 31..4 * 32 + 2 * 32].copy_from_slice(&u16::MAX.to_le_bytes());
     });
     let file = open(&write(dir.path(), &bytes));
     let e = batch_of(&file, &[INT8]).unwrap_err();
@@ -122,10 +123,13 @@ fn the_device_tile_check_finds_what_the_cpu_decoder_finds() {
     }
     // Words consumed short of the lane's end: drop lane 7's last word by moving the end back
     // and the later lanes' starts with it, as a forger who re-laid the table would.
+    // (Version 2: lane 7's word count one less, lane 8's one more.)
     let bytes = forge::forge_tile(&good, LOSSLESS, 4, |p| {
-        let end = |j: usize| 4 * 32 + 4 * j;
-        let e7 = u32::from_le_bytes(p[end(7)..end(7) + 4].try_into().unwrap());
-        p[end(7)..end(7) + 4].copy_from_slice(&(e7 - 1).to_le_bytes());
+        let count = |j: usize| 4 * 32 + 2 * j;
+        let c7 = u16::from_le_bytes(p[count(7)..count(7) + 2].try_into().unwrap());
+        let c8 = u16::from_le_bytes(p[count(8)..count(8) + 2].try_into().unwrap());
+        p[count(7)..count(7) + 2].copy_from_slice(&(c7 - 1).to_le_bytes());
+        p[count(8)..count(8) + 2].copy_from_slice(&(c8 + 1).to_le_bytes());
     });
     let file = open(&write(dir.path(), &bytes));
     let batch = batch_of(&file, &[LOSSLESS]).unwrap();

@@ -33,6 +33,7 @@ fn cases() -> Vec<Case> {
                     // Blocks that are and are not a multiple of the vector width.
                     int4_block: if k % 2 == 0 { 32 } else { 12 },
                     int4_asymmetric: k % 3 == 1,
+                    raw_if_smaller: false,
                 };
                 out.push(Case { name: format!("{dtype}-{scheme}-{rows}x{cols}"), dtype, rows, cols, scheme, opts });
             }

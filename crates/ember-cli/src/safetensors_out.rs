@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use ember_codec::Dtype;
 use serde_json::json;
 
@@ -46,11 +46,4 @@ pub fn write_header(
     out.write_all(&(bytes.len() as u64).to_le_bytes())?;
     out.write_all(&bytes)?;
     Ok(lens)
-}
-
-/// Writes one tensor's bytes, checking the length the header promised.
-pub fn write_tensor(out: &mut impl Write, name: &str, expected: u64, bytes: &[u8]) -> Result<()> {
-    ensure!(bytes.len() as u64 == expected, "tensor `{name}`: {} bytes, header says {expected}", bytes.len());
-    out.write_all(bytes)?;
-    Ok(())
 }

@@ -54,7 +54,7 @@ fn tensors() -> Vec<(String, StDtype, Vec<usize>, Vec<u8>)> {
     let specials = [0x0000u16, 0x8000, 0x7f80, 0xff80, 0x7fc1, 0x0001, 0x807f, 0xff81];
     let bf16: Vec<u8> = (0..64 * 96)
         .flat_map(|i: u32| {
-            let bits = if i % 53 == 0 {
+            let bits = if i.is_multiple_of(53) {
                 specials[(i as usize / 53) % specials.len()]
             } else {
                 half::bf16::from_f32(((i * 7919) % 2003) as f32 * 1e-4 - 0.1).to_bits()
@@ -66,7 +66,7 @@ fn tensors() -> Vec<(String, StDtype, Vec<usize>, Vec<u8>)> {
     let f16_finite = [0x8000u16, 0x0001, 0x83ff, 0x0200];
     let f16: Vec<u8> = (0..32 * 40)
         .flat_map(|i: u32| {
-            let bits = if i % 97 == 0 {
+            let bits = if i.is_multiple_of(97) {
                 f16_finite[(i as usize / 97) % f16_finite.len()]
             } else {
                 half::f16::from_f32(((i * 31) % 97) as f32 * 1e-3 - 0.05).to_bits()
@@ -77,7 +77,7 @@ fn tensors() -> Vec<(String, StDtype, Vec<usize>, Vec<u8>)> {
     let f16_specials = [0x7c00u16, 0xfc00, 0x7e01, 0xfd55, 0x8000, 0x0001, 0x83ff];
     let f16_odd: Vec<u8> = (0..40 * 32)
         .flat_map(|i: u32| {
-            let bits = if i % 41 == 0 {
+            let bits = if i.is_multiple_of(41) {
                 f16_specials[(i as usize / 41) % f16_specials.len()]
             } else {
                 half::f16::from_f32(((i * 17) % 89) as f32 * 1e-3 - 0.04).to_bits()
@@ -89,7 +89,7 @@ fn tensors() -> Vec<(String, StDtype, Vec<usize>, Vec<u8>)> {
         [0x7f80_0000u32, 0xff80_0000, 0x7fc0_0000, 0x7fa0_0001, 0xffc1_2345, 0x8000_0000, 0x0000_0001, 0x807f_ffff];
     let f32m: Vec<u8> = (0..16 * 300)
         .flat_map(|i: u32| {
-            let bits = if i % 37 == 0 {
+            let bits = if i.is_multiple_of(37) {
                 f32_specials[(i as usize / 37) % f32_specials.len()]
             } else {
                 (((i * 7919) % 4001) as f32 * 1e-5 - 0.02).to_bits()
@@ -488,4 +488,62 @@ fn tiny_tensors_are_kept_raw_rather_than_grown() {
     assert!(bias.stored_bytes() <= bias.original_bytes());
     assert_eq!(c.get("layers.0.mlp.weight").unwrap().scheme.kind(), ember_codec::SchemeKind::Lossless);
     ok(&["verify", s(&packed), "--against", s(&input)]);
+}
+
+/// Peak resident set (`VmHWM`, KiB) of a running child, read until it exits.
+#[cfg(target_os = "linux")]
+fn peak_rss_kib(mut child: std::process::Child) -> (std::process::ExitStatus, u64) {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = text
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn decompress_streams_a_large_tensor_in_bounded_memory() {
+    // One 64 MiB BF16 tensor: decoded whole, it alone would exceed the bound below; streamed in
+    // chunks (with the container's pages released as they are written) it stays well inside.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.safetensors");
+    let (rows, cols) = (4096usize, 8192usize);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..rows * cols)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.05;
+            half::bf16::from_f64(u * u.abs().sqrt()).to_bits().to_le_bytes()
+        })
+        .collect();
+    write_safetensors(&input, &[("w".into(), StDtype::BF16, vec![rows, cols], data)]);
+    let packed = dir.path().join("big.ember");
+    ok(&["compress", s(&input), "-o", s(&packed)]);
+    let back = dir.path().join("back.safetensors");
+    let child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["decompress", s(&packed), "-o", s(&back), "--threads", "2"])
+        .spawn()
+        .unwrap();
+    let (status, peak_kib) = peak_rss_kib(child);
+    assert!(status.success());
+    let (a, b) = (std::fs::read(&input).unwrap(), std::fs::read(&back).unwrap());
+    let (a, b) = (SafeTensors::deserialize(&a).unwrap(), SafeTensors::deserialize(&b).unwrap());
+    assert!(a.tensor("w").unwrap().data() == b.tensor("w").unwrap().data(), "the tensor did not round-trip");
+    let peak_mib = peak_kib as f64 / 1024.0;
+    assert!(peak_mib < 64.0, "decompress peaked at {peak_mib:.1} MiB for a 64 MiB tensor");
 }

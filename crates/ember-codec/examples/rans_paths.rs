@@ -9,20 +9,22 @@ fn main() {
     let mut counts = vec![0u64; 256];
     syms.iter().for_each(|&s| counts[s as usize] += 1);
     let t = FrequencyTable::from_counts(&counts, 12).unwrap();
-    let st = encode_lanes(&syms, 32, &t);
+    let lanes: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(32);
+    let st = encode_lanes(&syms, lanes, &t);
     let (ends, words) = st.concat_words();
     let dt = t.decode_table();
     let raw = vec![0x55u8; syms.len()];
-    for simd in [Simd::Scalar, Simd::Best] {
-        for fused in [false, true] {
+    let values = Box::new(std::array::from_fn::<u32, 256, _>(|i| (i as u32) << 7));
+    for simd in [Simd::Best] {
+        for fused in [0, 1, 2] {
             let mut out = vec![0u8; 2 * syms.len()];
             let reps = 2000;
             let s = std::time::Instant::now();
             for _ in 0..reps {
-                let o = if fused {
-                    LaneOutput::Bf16 { raw: &raw, out: &mut out }
-                } else {
-                    LaneOutput::Symbols(&mut out[..syms.len()])
+                let o = match fused {
+                    1 => LaneOutput::Bf16 { raw: &raw, out: &mut out },
+                    2 => LaneOutput::Joint16 { raw: &raw, values: &values, low: 7, out: &mut out },
+                    _ => LaneOutput::Symbols(&mut out[..syms.len()]),
                 };
                 decode_lanes_with(&st.states, &ends, &words, &dt, o, simd).unwrap();
             }

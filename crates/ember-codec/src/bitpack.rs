@@ -48,9 +48,104 @@ pub fn get(bytes: &[u8], i: usize, width: u32) -> u32 {
     }
 }
 
+/// Unpacks the first `out.len()` fields of `width ≤ 8` bits into one byte each.
+///
+/// Eight fields of `width` bits fill exactly `width` bytes, so each group of eight starts on a
+/// byte boundary: the group is one little-endian `u64` load spread into bytes by a single BMI2
+/// `pdep` where the CPU has it (a shift loop otherwise). `bytes` must hold at least
+/// [`packed_len`] bytes for `out.len()` fields.
+pub fn unpack_narrow(bytes: &[u8], width: u32, out: &mut [u8]) {
+    debug_assert!((1..=8).contains(&width));
+    let w = width as usize;
+    // Whole groups whose 8-byte load stays inside `bytes`.
+    let groups = if bytes.len() >= 8 { ((bytes.len() - 8) / w + 1).min(out.len() / 8) } else { 0 };
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("bmi2") {
+        // SAFETY: BMI2 is available (checked just above); `groups` keeps every load and store
+        // inside `bytes` and `out`.
+        unsafe { unpack_groups_bmi2(bytes, width, out, groups) };
+        groups
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let mask = (1u64 << w) - 1;
+    for g in done..groups {
+        let v = u64::from_le_bytes(bytes[g * w..g * w + 8].try_into().unwrap_or([0; 8]));
+        for (j, o) in out[8 * g..8 * g + 8].iter_mut().enumerate() {
+            *o = ((v >> (j * w)) & mask) as u8;
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(8 * groups) {
+        *o = get(bytes, i, width) as u8;
+    }
+}
+
+/// Unpacks the first `out.len()` fields of `width ≤ 16` bits into one `u16` each.
+pub fn unpack_wide(bytes: &[u8], width: u32, out: &mut [u16]) {
+    debug_assert!((1..=16).contains(&width));
+    let mask = (1u64 << width) - 1;
+    let (mut buf, mut have, mut at) = (0u64, 0u32, 0usize);
+    for o in out.iter_mut() {
+        while have < width {
+            let byte = bytes.get(at).copied().unwrap_or(0);
+            buf |= (byte as u64) << have;
+            have += 8;
+            at += 1;
+        }
+        *o = (buf & mask) as u16;
+        buf >>= width;
+        have -= width;
+    }
+}
+
+/// # Safety
+/// The CPU must support BMI2; `groups · width + 8 ≤ bytes.len()` (rounded as in
+/// [`unpack_narrow`]) and `8 · groups ≤ out.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2")]
+unsafe fn unpack_groups_bmi2(bytes: &[u8], width: u32, out: &mut [u8], groups: usize) {
+    let w = width as usize;
+    let spread = u64::from_le_bytes([((1u16 << w) - 1) as u8; 8]);
+    for g in 0..groups {
+        // SAFETY: the caller guarantees `g·w + 8 ≤ bytes.len()` and `8g + 8 ≤ out.len()`.
+        unsafe {
+            let v = std::ptr::read_unaligned(bytes.as_ptr().add(g * w) as *const u64);
+            let b = std::arch::x86_64::_pdep_u64(u64::from_le(v), spread);
+            std::ptr::write_unaligned(out.as_mut_ptr().add(8 * g) as *mut u64, b.to_le());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_unpack_matches_get() {
+        for width in 1..=16u32 {
+            let vals: Vec<u32> = (0..300u32).map(|i| i.wrapping_mul(0x9E37_79B9) >> (32 - width)).collect();
+            let bytes = pack(vals.iter().copied(), width);
+            let mut out = vec![0u16; vals.len()];
+            unpack_wide(&bytes, width, &mut out);
+            assert!(out.iter().zip(&vals).all(|(&o, &v)| o as u32 == v), "width {width}");
+        }
+    }
+
+    #[test]
+    fn narrow_unpack_matches_get_for_every_width_and_length() {
+        for width in 1..=8u32 {
+            for n in [0usize, 1, 7, 8, 9, 31, 64, 65, 1000] {
+                let vals: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(0x9E37_79B9) >> (32 - width)).collect();
+                let bytes = pack(vals.iter().copied(), width);
+                let mut out = vec![0xAAu8; n];
+                unpack_narrow(&bytes, width, &mut out);
+                let expect: Vec<u8> = vals.iter().map(|&v| v as u8).collect();
+                assert_eq!(out, expect, "width {width} n {n}");
+            }
+        }
+    }
 
     #[test]
     fn round_trips_every_width() {

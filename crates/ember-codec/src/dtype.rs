@@ -158,7 +158,39 @@ impl FloatLayout {
         let sign = raw >> self.mant_bits;
         (sign << (self.mant_bits + self.exp_bits)) | ((exp as u32) << self.mant_bits) | (raw & mant_mask)
     }
+
+    /// The most mantissa bits a version-2 `lossless` symbol may carry with the exponent.
+    pub fn max_joint_bits(self) -> u32 {
+        self.mant_bits.min(MAX_JOINT_BITS)
+    }
+
+    /// Width of the raw field when the top `joint` mantissa bits travel in the symbol: the sign
+    /// followed by the `mant_bits − joint` low mantissa bits.
+    pub fn joint_raw_bits(self, joint: u32) -> u32 {
+        1 + self.mant_bits - joint
+    }
+
+    /// Splits `v` into (`exponent << joint | top joint mantissa bits`, raw field of
+    /// [`FloatLayout::joint_raw_bits`] bits). `joint = 0` is [`FloatLayout::split`].
+    #[inline(always)]
+    pub fn split_joint(self, v: u32, joint: u32) -> (u32, u32) {
+        let low = self.mant_bits - joint;
+        let value = (v >> low) & ((1u32 << (self.exp_bits + joint)) - 1);
+        let sign = v >> (self.mant_bits + self.exp_bits);
+        (value, (sign << low) | (v & ((1u32 << low) - 1)))
+    }
+
+    /// Inverse of [`FloatLayout::split_joint`].
+    #[inline(always)]
+    pub fn join_joint(self, value: u32, raw: u32, joint: u32) -> u32 {
+        let low = self.mant_bits - joint;
+        ((raw >> low) << (self.mant_bits + self.exp_bits)) | (value << low) | (raw & ((1u32 << low) - 1))
+    }
 }
+
+/// Upper bound on the mantissa bits coded jointly with the exponent (format version 2): with 4,
+/// a BF16 symbol has at most 4096 possible values, of which at most 256 may occur in a tensor.
+pub const MAX_JOINT_BITS: u32 = 4;
 
 #[cfg(test)]
 mod tests {
@@ -172,6 +204,30 @@ mod tests {
                 let (e, r) = layout.split(v);
                 assert!(r < 1 << layout.raw_bits());
                 assert_eq!(layout.join(e, r), v, "{dtype} {v:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn joint_split_round_trips_every_16_bit_pattern() {
+        for dtype in [Dtype::BF16, Dtype::F16] {
+            let layout = dtype.float_layout().unwrap();
+            for joint in 0..=layout.max_joint_bits() {
+                for v in 0..=u16::MAX as u32 {
+                    let (value, raw) = layout.split_joint(v, joint);
+                    assert!(value < 1 << (layout.exp_bits + joint));
+                    assert!(raw < 1 << layout.joint_raw_bits(joint));
+                    assert_eq!(layout.join_joint(value, raw, joint), v, "{dtype} {joint} {v:#06x}");
+                }
+            }
+            let (e, r) = layout.split(0xbeef);
+            assert_eq!(layout.split_joint(0xbeef, 0), (e as u32, r));
+        }
+        let layout = Dtype::F32.float_layout().unwrap();
+        for v in [0u32, 0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x7fc0_1234, 0x0000_0001, u32::MAX, 0x3f80_0000] {
+            for joint in 0..=layout.max_joint_bits() {
+                let (value, raw) = layout.split_joint(v, joint);
+                assert_eq!(layout.join_joint(value, raw, joint), v);
             }
         }
     }

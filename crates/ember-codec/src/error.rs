@@ -25,13 +25,13 @@ pub enum CodecError {
         path: PathBuf,
     },
     /// The file was written by a format version this build cannot read.
-    #[error("{}: unsupported .ember format version {found} (this build reads version {supported})", path.display())]
+    #[error("{}: unsupported .ember format version {found} (this build of ember {} reads versions 1 to {supported}; a newer ember reads it)", path.display(), env!("CARGO_PKG_VERSION"))]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
         /// The version in the file.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads.
         supported: u32,
     },
     /// A region the header points to lies (partly) outside the file.

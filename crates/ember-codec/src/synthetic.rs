@@ -92,7 +92,7 @@ pub fn float_test_bytes(dtype: crate::Dtype, n: usize, seed: u64, specials: bool
     (0..n)
         .flat_map(|i| {
             let r = rng.next_u64();
-            let bits = if specials && r % 5 == 0 {
+            let bits = if specials && r.is_multiple_of(5) {
                 sp[(r as usize / 5) % sp.len()]
             } else {
                 let v = ((r >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.1 * if i % 31 == 0 { 20.0 } else { 1.0 };

@@ -62,16 +62,53 @@ pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
     tiles
 }
 
+/// How a coded tile stores where each lane's words end (`FORMAT.md` §2.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaneTable {
+    /// `u32 lane_end[N]`: each lane's exclusive end, in words (format version 1).
+    #[default]
+    Ends32,
+    /// `u16 words[N]`, zero-padded to 4 bytes: each lane's word count (version 2). A lane emits
+    /// at most one word per symbol, so this holds whenever a lane codes at most 65 535 symbols.
+    Counts16,
+}
+
+impl LaneTable {
+    /// Bytes the table takes for `lanes` lanes (a multiple of 4).
+    pub fn bytes(self, lanes: usize) -> usize {
+        match self {
+            LaneTable::Ends32 => 4 * lanes,
+            LaneTable::Counts16 => 4 * lanes.div_ceil(2),
+        }
+    }
+
+    /// Whether a tile of `count` elements over `lanes` lanes can use this table.
+    pub fn fits(self, count: u64, lanes: u64) -> bool {
+        match self {
+            LaneTable::Ends32 => true,
+            LaneTable::Counts16 => count.div_ceil(lanes.max(1)) <= u16::MAX as u64,
+        }
+    }
+
+    /// Whether this is the default (version-1) table, for serde.
+    pub fn is_default(&self) -> bool {
+        *self == LaneTable::Ends32
+    }
+}
+
 /// The parts of a coded tile, borrowed from its payload.
 ///
 /// Layout (all little-endian, offsets from the tile start, which is 4-byte aligned):
-/// `u32 state[N]`, `u32 lane_end[N]`, raw field area (`packed_len(count, raw_bits)` bytes,
-/// absent when `raw_bits = 0`), then the lanes' 16-bit words back to back, then zero padding.
+/// `u32 state[N]`, the lane table ([`LaneTable`]), raw field area (`packed_len(count, raw_bits)`
+/// bytes, absent when `raw_bits = 0`), then the lanes' 16-bit words back to back, then zero
+/// padding.
 #[derive(Debug)]
 pub struct CodedTile<'a> {
     /// Decoder start state of each lane.
     pub states: Vec<u32>,
-    /// Exclusive end of each lane's words, counted in words from the start of the word area.
+    /// Exclusive end of each lane's words, counted in words from the start of the word area
+    /// (computed from the counts for [`LaneTable::Counts16`]).
     pub lane_ends: Vec<u32>,
     /// Packed raw fields (sign + mantissa for `lossless`), empty otherwise.
     pub raw: &'a [u8],
@@ -79,12 +116,24 @@ pub struct CodedTile<'a> {
     pub words: Cow<'a, [u16]>,
 }
 
-/// Serialises a coded tile (see [`CodedTile`] for the layout).
-pub fn write_coded_tile(states: &[u32], lane_ends: &[u32], raw: &[u8], words: &[u16]) -> Vec<u8> {
-    let len = 8 * states.len() + raw.len() + 2 * words.len();
+/// Serialises a coded tile (see [`CodedTile`] for the layout). With [`LaneTable::Counts16`]
+/// every lane must own at most 65 535 words.
+pub fn write_coded_tile(states: &[u32], lane_ends: &[u32], raw: &[u8], words: &[u16], table: LaneTable) -> Vec<u8> {
+    let len = 4 * states.len() + table.bytes(states.len()) + raw.len() + 2 * words.len();
     let mut out = Vec::with_capacity(len.next_multiple_of(4));
     out.extend(states.iter().flat_map(|s| s.to_le_bytes()));
-    out.extend(lane_ends.iter().flat_map(|s| s.to_le_bytes()));
+    match table {
+        LaneTable::Ends32 => out.extend(lane_ends.iter().flat_map(|s| s.to_le_bytes())),
+        LaneTable::Counts16 => {
+            let mut prev = 0u32;
+            for &end in lane_ends {
+                debug_assert!(end - prev <= u16::MAX as u32);
+                out.extend(((end - prev) as u16).to_le_bytes());
+                prev = end;
+            }
+            out.resize(4 * states.len() + table.bytes(states.len()), 0);
+        }
+    }
     out.extend_from_slice(raw);
     out.extend(words.iter().flat_map(|w| w.to_le_bytes()));
     out.resize(len.next_multiple_of(4), 0);
@@ -92,8 +141,13 @@ pub fn write_coded_tile(states: &[u32], lane_ends: &[u32], raw: &[u8], words: &[
 }
 
 /// Splits a coded tile payload into its parts, checking every length against the payload.
-pub fn read_coded_tile(payload: &[u8], lanes: usize, raw_len: usize) -> Result<CodedTile<'_>, String> {
-    let head = 8 * lanes;
+pub fn read_coded_tile(
+    payload: &[u8],
+    lanes: usize,
+    raw_len: usize,
+    table: LaneTable,
+) -> Result<CodedTile<'_>, String> {
+    let head = 4 * lanes + table.bytes(lanes);
     if payload.len() < head + raw_len {
         return Err(format!(
             "payload of {} bytes is shorter than its lane table and raw fields ({} bytes)",
@@ -104,7 +158,16 @@ pub fn read_coded_tile(payload: &[u8], lanes: usize, raw_len: usize) -> Result<C
     let u32s =
         |b: &[u8]| -> Vec<u32> { b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
     let states = u32s(&payload[..4 * lanes]);
-    let lane_ends = u32s(&payload[4 * lanes..head]);
+    let lane_ends = match table {
+        LaneTable::Ends32 => u32s(&payload[4 * lanes..head]),
+        LaneTable::Counts16 => payload[4 * lanes..4 * lanes + 2 * lanes]
+            .chunks_exact(2)
+            .scan(0u32, |end, c| {
+                *end += u16::from_le_bytes([c[0], c[1]]) as u32;
+                Some(*end)
+            })
+            .collect(),
+    };
     let raw = &payload[head..head + raw_len];
     let word_bytes = &payload[head + raw_len..];
     let total = lane_ends.last().copied().unwrap_or(0) as usize;
@@ -159,13 +222,22 @@ mod tests {
 
     #[test]
     fn coded_tile_round_trips() {
-        let p = write_coded_tile(&[70000, 80000], &[1, 3], &[1, 2, 3, 4], &[9, 8, 7]);
-        assert_eq!(p.len() % 4, 0);
-        let t = read_coded_tile(&p, 2, 4).unwrap();
-        assert_eq!(t.states, vec![70000, 80000]);
-        assert_eq!(t.lane_ends, vec![1, 3]);
-        assert_eq!(t.raw, &[1, 2, 3, 4]);
-        assert_eq!(&t.words[..], &[9, 8, 7]);
-        assert!(read_coded_tile(&p[..10], 2, 4).is_err());
+        for table in [LaneTable::Ends32, LaneTable::Counts16] {
+            for lanes in [2usize, 3] {
+                let states = &[70000, 80000, 90000][..lanes];
+                let ends = &[1, 3, 3][..lanes];
+                let p = write_coded_tile(states, ends, &[1, 2, 3, 4], &[9, 8, 7], table);
+                assert_eq!(p.len() % 4, 0);
+                assert_eq!(p.len(), 4 * lanes + table.bytes(lanes) + 4 + 8);
+                let t = read_coded_tile(&p, lanes, 4, table).unwrap();
+                assert_eq!(t.states, states);
+                assert_eq!(t.lane_ends, ends);
+                assert_eq!(t.raw, &[1, 2, 3, 4]);
+                assert_eq!(&t.words[..], &[9, 8, 7]);
+                assert!(read_coded_tile(&p[..10], lanes, 4, table).is_err());
+            }
+        }
+        assert_eq!(LaneTable::Counts16.bytes(32), 64);
+        assert!(LaneTable::Counts16.fits(65535 * 32, 32) && !LaneTable::Counts16.fits(65535 * 32 + 1, 32));
     }
 }

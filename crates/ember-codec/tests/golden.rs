@@ -1,22 +1,45 @@
-//! Golden file: the format is frozen. Encoding fixed data must produce exactly the committed
-//! bytes, and the committed file must keep decoding to the same values. A deliberate format
-//! change bumps the version and re-blesses with `EMBER_BLESS=1 cargo test -p ember-codec --test golden`.
+//! Golden files: the format is frozen. Encoding fixed data must produce exactly the committed
+//! version-2 bytes, and both committed files — `v1.ember` (written by the version-1 encoder,
+//! exponent-only `lossless`) and `v2.ember` — must keep decoding to the same values. A deliberate
+//! format change bumps the version and blesses a new file with
+//! `EMBER_BLESS=1 cargo test -p ember-codec --test golden`.
 
+use ember_codec::synthetic::{to_bf16_bytes, to_f16_bytes, SplitMix};
 use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
 
 /// Relative to the package root, where `cargo test` runs test binaries. Not
 /// `env!("CARGO_MANIFEST_DIR")`: that is fixed at compile time, and a target directory shared by
 /// two checkouts (CI reuses one) would keep pointing at the first.
-const GOLDEN: &str = "tests/golden/v1.ember";
+const GOLDEN: &str = "tests/golden/v2.ember";
+/// The version-1 file, kept to prove that old files still read.
+const GOLDEN_V1: &str = "tests/golden/v1.ember";
 
 /// Name, dtype, shape, data, scheme and options of one pinned tensor.
 type Fixed = (&'static str, Dtype, Vec<u64>, Vec<u8>, SchemeKind, EncodeOptions);
 
 fn fixed_tensors() -> Vec<Fixed> {
-    let small = EncodeOptions { tile_elems: 40, lanes: 4, prob_bits: 10, int4_block: 8, int4_asymmetric: false };
+    let small = EncodeOptions {
+        tile_elems: 40,
+        lanes: 4,
+        prob_bits: 10,
+        int4_block: 8,
+        int4_asymmetric: false,
+        raw_if_smaller: false,
+    };
     let bf16: Vec<u8> =
         (0..96u32).flat_map(|i| half::bf16::from_f32((i as f32 - 48.0) * 0.013).to_bits().to_le_bytes()).collect();
     let f16: Vec<u8> = (0..50u32).flat_map(|i| half::f16::from_f32(i as f32 * -0.7).to_bits().to_le_bytes()).collect();
+    // Values in [1, 1.25)·2^e: the top two mantissa bits are always 0, so coding them with the
+    // exponent (version 2) saves two raw bits per element and the encoder picks `joint_bits` 2.
+    let mut rng = SplitMix(7);
+    let skewed: Vec<f32> = (0..2048)
+        .map(|i| {
+            let u = rng.uniform() as f32;
+            let sign = if i % 3 == 0 { -1.0 } else { 1.0 };
+            sign * (1.0 + u / 4.0) * (2f32).powi(-(i % 4))
+        })
+        .collect();
+    let wide = EncodeOptions { tile_elems: 1024, lanes: 8, ..small.clone() };
     let f32s: Vec<u8> = (0..60u32).flat_map(|i| ((i as f32).sin() * 0.1).to_le_bytes()).collect();
     vec![
         ("bf16.lossless", Dtype::BF16, vec![8, 12], bf16.clone(), SchemeKind::Lossless, small.clone()),
@@ -32,7 +55,10 @@ fn fixed_tensors() -> Vec<Fixed> {
             SchemeKind::Int4,
             EncodeOptions { int4_asymmetric: true, ..small.clone() },
         ),
-        ("bf16.raw", Dtype::BF16, vec![96], bf16, SchemeKind::Raw, small),
+        ("bf16.raw", Dtype::BF16, vec![96], bf16, SchemeKind::Raw, small.clone()),
+        // Version 2: enough Gaussian-like values that symbols carry mantissa bits.
+        ("bf16.joint", Dtype::BF16, vec![32, 64], to_bf16_bytes(&skewed), SchemeKind::Lossless, wide.clone()),
+        ("f16.joint", Dtype::F16, vec![32, 64], to_f16_bytes(&skewed), SchemeKind::Lossless, wide),
     ]
 }
 
@@ -54,16 +80,43 @@ fn encoding_is_byte_for_byte_stable() {
     if std::env::var_os("EMBER_BLESS").is_some() {
         std::fs::write(GOLDEN, &fresh).unwrap();
     }
-    let golden = std::fs::read(GOLDEN).expect("tests/golden/v1.ember (bless with EMBER_BLESS=1)");
-    assert!(fresh == golden, "the encoder's output changed: the .ember v1 format must stay stable");
+    let golden = std::fs::read(GOLDEN).expect("tests/golden/v2.ember (bless with EMBER_BLESS=1)");
+    assert!(fresh == golden, "the encoder's output changed: the .ember v2 format must stay stable");
 }
 
 #[test]
-fn the_golden_file_decodes_to_known_values() {
+fn the_v2_golden_file_decodes_to_known_values_and_codes_mantissa_bits() {
+    check_golden(GOLDEN);
     let c = Container::open(GOLDEN).unwrap();
+    assert_eq!(&std::fs::read(GOLDEN).unwrap()[8..12], &2u32.to_le_bytes());
+    // The pinned data exercise the version-2 layout: symbols carry mantissa bits.
+    let joint: Vec<u32> = ["bf16.joint", "f16.joint"].iter().map(|n| c.get(n).unwrap().scheme.joint_bits()).collect();
+    assert_eq!(joint, [2, 2]);
+}
+
+#[test]
+fn the_v1_golden_file_still_reads() {
+    assert_eq!(&std::fs::read(GOLDEN_V1).unwrap()[8..12], &1u32.to_le_bytes());
+    let c = Container::open(GOLDEN_V1).unwrap();
+    assert!(c.get("bf16.joint").is_err(), "v1.ember predates the version-2 tensors");
+    check_golden(GOLDEN_V1);
+    for n in ["bf16.lossless", "f16.lossless", "f32.lossless"] {
+        let s = &c.get(n).unwrap().scheme;
+        assert_eq!(
+            (s.joint_bits(), s.alphabet(c.get(n).unwrap().dtype)),
+            (0, Some(if n == "f16.lossless" { 32 } else { 256 }))
+        );
+    }
+}
+
+fn check_golden(path: &str) {
+    let c = Container::open(path).unwrap();
     c.verify_checksums().unwrap();
     for (name, dtype, shape, data, scheme, _) in fixed_tensors() {
-        let t = c.get(name).unwrap();
+        let Ok(t) = c.get(name) else {
+            assert!(path == GOLDEN_V1 && name.ends_with(".joint"), "{path}: {name} missing");
+            continue;
+        };
         assert_eq!((t.dtype, &t.shape, t.scheme.kind()), (dtype, &shape, scheme));
         let d = c.decode(t).unwrap();
         match scheme {

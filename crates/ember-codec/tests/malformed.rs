@@ -220,8 +220,8 @@ mod arbitrary_payloads {
             ends.truncate(lanes);
             ends.iter_mut().for_each(|e| *e = (*e).min(words.len() as u32));
             ends.sort_unstable();
-            let payload = ember_codec::tile::write_coded_tile(&states[..lanes], &ends, &[], &words);
-            let tile = read_coded_tile(&payload, lanes, 0).expect("well-formed tile");
+            let payload = ember_codec::tile::write_coded_tile(&states[..lanes], &ends, &[], &words, Default::default());
+            let tile = read_coded_tile(&payload, lanes, 0, Default::default()).expect("well-formed tile");
             let mut out = vec![0u8; count];
             let a = decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &table.decode_table(), LaneOutput::Symbols(&mut out));
             let raw = vec![0x5au8; count];

@@ -15,7 +15,7 @@
 pub fn unpermute_qk(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
     assert_eq!(data.len(), rows * cols, "unpermute_qk: {} values for {rows} x {cols}", data.len());
     assert!(
-        n_head > 0 && rows % (2 * n_head) == 0,
+        n_head > 0 && rows.is_multiple_of(2 * n_head),
         "unpermute_qk: {rows} rows do not split into {n_head} heads of an even size"
     );
     let head_dim = rows / n_head;

@@ -387,13 +387,13 @@ impl LlamaConfig {
                 return Err(format!("{name} must be positive"));
             }
         }
-        if self.explicit_head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.explicit_head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
@@ -425,7 +425,7 @@ impl LlamaConfig {
         if !self.norm_weight_offset.is_finite() {
             return Err(format!("norm weight offset {} must be finite", self.norm_weight_offset));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(format!("head dimension {} must be even for RoPE", self.head_dim()));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {

@@ -216,6 +216,11 @@ impl Store {
                 plans.insert(m.param.clone(), Plan::Dense(Box::new((w, flat))));
             }
         }
+        // Every tile is now copied into a batch or transcoded into a fast form: the container's
+        // mapped pages of these tensors would only count towards the resident set.
+        for m in &matched {
+            self.file.release_pages(m.entry, 0..m.entry.tiles.len());
+        }
         let mut att = Attachment::new(
             weights,
             config.cache.clone(),

@@ -214,7 +214,8 @@ fn decode_symbols(file: &Container, entry: &TensorEntry) -> Result<Vec<u8>, Stri
     let mut symbols = vec![0u8; n];
     for (i, t) in entry.tiles.iter().enumerate() {
         let payload = file.tile_bytes(entry, i).map_err(|e| e.to_string())?;
-        let tile = read_coded_tile(payload, coder.lanes as usize, 0).map_err(|e| format!("tile {i}: {e}"))?;
+        let tile = read_coded_tile(payload, coder.lanes as usize, 0, coder.lane_table)
+            .map_err(|e| format!("tile {i}: {e}"))?;
         let (s, c) = (t.start as usize, t.count as usize);
         let out = symbols.get_mut(s..s + c).ok_or_else(|| format!("tile {i} outside the tensor"))?;
         decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &table, LaneOutput::Symbols(out))

@@ -19,7 +19,7 @@
 
 use cubecl::prelude::*;
 
-use crate::batch::{desc, KernelScheme, OutputKind, DESC_WORDS, TABLE_CAPACITY};
+use crate::batch::{desc, KernelScheme, OutputKind, DESC_WORDS, TABLE_CAPACITY, VALUES_CAPACITY};
 
 /// Reads bits `[i·w, i·w + w)` of the little-endian `u32` stream starting at word `base`.
 #[cube]
@@ -124,6 +124,8 @@ fn copy_raw(
 }
 
 /// Coded tiles: the rANS lanes of `FORMAT.md` §3, then the scheme's assembly (§4–5).
+// `end` is set in one of two comptime branches; CubeCL needs it declared before them.
+#[allow(unused_assignments)]
 #[cube]
 fn decode_coded(
     data: &[u32],
@@ -134,6 +136,8 @@ fn decode_coded(
     #[comptime] scheme: u32,
     #[comptime] native16: bool,
     #[comptime] lanes: usize,
+    #[comptime] joint: u32,
+    #[comptime] counts16: bool,
     #[comptime] check: bool,
 ) {
     let d = CUBE_POS * DESC_WORDS;
@@ -160,22 +164,50 @@ fn decode_coded(
             table[s] = tables[table_off + s];
         }
     }
+    // `lossless`: each symbol's value (exponent << joint | top mantissa bits), after the table.
+    let lossless = comptime!(scheme <= KernelScheme::LosslessF32 as u32);
+    let mut values = Shared::<[u32]>::new_slice(comptime!(if lossless { VALUES_CAPACITY } else { 1usize }));
+    if comptime!(lossless) {
+        for k in 0..comptime!((VALUES_CAPACITY + lanes - 1) / lanes) {
+            let s = k * lanes + lane;
+            if s < VALUES_CAPACITY {
+                values[s] = tables[table_off + table_len + s];
+            }
+        }
+    }
     sync_cube();
 
+    // FORMAT.md §4: sign + the `m − joint` low mantissa bits.
     let raw_bits = comptime!(match scheme {
-        0 => 8usize,
-        1 => 11usize,
-        2 => 24usize,
+        0 => 8usize - joint as usize,
+        1 => 11usize - joint as usize,
+        2 => 24usize - joint as usize,
         _ => 0usize,
     });
-    let raw_base = payload + 2 * lanes;
+    // FORMAT.md §2.1: the lane table is `u32 lane_end[N]` (version 1) or `u16 count[N]`
+    // padded to a word (version 2), whose prefix sums give the same ends.
+    let table_words = comptime!(if counts16 { (lanes + 1) / 2 } else { lanes });
+    let raw_base = payload + lanes + table_words;
     let word_base = (raw_base + (count * raw_bits + 31) / 32) * 2;
-    let total_words = data[payload + 2 * lanes - 1] as usize;
     let mut x = data[payload + lane];
-    let end = data[payload + lanes + lane] as usize;
     let mut pos = 0usize;
-    if lane > 0 {
-        pos = data[payload + lanes + lane - 1] as usize;
+    let mut end = 0usize;
+    let mut total_words = 0usize;
+    if comptime!(counts16) {
+        for j in 0..lanes {
+            let c = half_word(data, payload + lanes, j) as usize;
+            if j < lane {
+                pos += c;
+            }
+            total_words += c;
+        }
+        end = pos + half_word(data, payload + lanes, lane) as usize;
+    } else {
+        total_words = data[payload + 2 * lanes - 1] as usize;
+        end = data[payload + lanes + lane] as usize;
+        if lane > 0 {
+            pos = data[payload + lanes + lane - 1] as usize;
+        }
     }
     let slot_mask = (1u32 << prob_bits) - 1;
     let blocks_per_row = (cols + block - 1) / block;
@@ -208,22 +240,27 @@ fn decode_coded(
             if comptime!(check) {
                 // Status only: nothing is assembled or written.
             } else if comptime!(scheme == KernelScheme::LosslessBf16 as u32) {
-                let r = packed_field(data, raw_base, i, 8usize);
-                value = ((r & 0x80) << 8) | (sym << 7) | (r & 0x7F);
+                let r = packed_field(data, raw_base, i, raw_bits);
+                let low = comptime!(7u32 - joint);
+                value = ((r >> low) << 15) | (values[sym as usize] << low) | (r & comptime!((1u32 << (7 - joint)) - 1));
                 if comptime!(!native16) {
                     value <<= 16;
                 }
             }
-            if comptime!(scheme == KernelScheme::LosslessF16 as u32) {
-                let r = packed_field(data, raw_base, i, 11usize);
-                value = ((r >> 10) << 15) | (sym << 10) | (r & 0x3FF);
+            if comptime!(scheme == KernelScheme::LosslessF16 as u32 && !check) {
+                let r = packed_field(data, raw_base, i, raw_bits);
+                let low = comptime!(10u32 - joint);
+                value =
+                    ((r >> low) << 15) | (values[sym as usize] << low) | (r & comptime!((1u32 << (10 - joint)) - 1));
                 if comptime!(!native16) {
                     value = f16_bits_to_f32_bits(value);
                 }
             }
-            if comptime!(scheme == KernelScheme::LosslessF32 as u32) {
-                let r = packed_field(data, raw_base, i, 24usize);
-                value = ((r >> 23) << 31) | (sym << 23) | (r & 0x7F_FFFF);
+            if comptime!(scheme == KernelScheme::LosslessF32 as u32 && !check) {
+                let r = packed_field(data, raw_base, i, raw_bits);
+                let low = comptime!(23u32 - joint);
+                value =
+                    ((r >> low) << 31) | (values[sym as usize] << low) | (r & comptime!((1u32 << (23 - joint)) - 1));
             }
             if comptime!(scheme == KernelScheme::Int8 as u32) {
                 let row = (start + i) / cols;
@@ -286,6 +323,8 @@ pub fn decode_tiles_kernel(
     #[comptime] scheme: u32,
     #[comptime] output: u32,
     #[comptime] lanes: usize,
+    #[comptime] joint: u32,
+    #[comptime] counts16: bool,
     #[comptime] check: bool,
 ) {
     let native16 = comptime!(output == OutputKind::Native16 as u32);
@@ -301,7 +340,7 @@ pub fn decode_tiles_kernel(
                 copy_raw(data, tiles, out, scheme, native16, lanes);
             }
         } else {
-            decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes, check);
+            decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes, joint, counts16, check);
         }
     }
 }
@@ -321,7 +360,7 @@ pub enum TileLaunch {
 /// The kernel indexes its buffers with offsets read from the descriptors, so the caller must
 /// pass buffers built together by [`crate::batch::DecodeBatch::new`] (which checked every
 /// offset and lane table against the payload) and launched with that batch's `num_tiles`,
-/// `lanes` and `scheme`:
+/// `lanes`, `joint` bits, lane table (`counts16`) and `scheme`:
 /// - each `(handle, len)` pair names a live buffer of at least `len` `u32` words on `client`;
 /// - `data`, `tiles`, `tables`, `scales` hold exactly the batch's words;
 /// - `out` holds [`crate::batch::DecodeBatch::output_words`] words for `TileLaunch::Decode`
@@ -331,6 +370,8 @@ pub unsafe fn launch_decode_tiles(
     client: &cubecl::client::Client,
     num_tiles: usize,
     lanes: usize,
+    joint: u32,
+    counts16: bool,
     scheme: KernelScheme,
     launch: TileLaunch,
     data: (cubecl::server::Handle, usize),
@@ -361,6 +402,8 @@ pub unsafe fn launch_decode_tiles(
             scheme as u32,
             output as u32,
             lanes,
+            joint,
+            counts16,
             check,
         );
     }

@@ -140,14 +140,10 @@ pub fn run(a: Args) -> Result<()> {
         source.for_each_tensor(|t| {
             let kind = scheme_for(&t, want, &a, &include, &exclude);
             bar.set_message(t.name.to_string());
-            let mut encoded = encode_tensor(t.name, t.dtype, t.shape, t.data, kind, &opts)
+            // A tiny tensor that lossless coding would grow comes back `raw`
+            // (`EncodeOptions::raw_if_smaller`).
+            let encoded = encode_tensor(t.name, t.dtype, t.shape, t.data, kind, &opts)
                 .with_context(|| format!("{}", a.input.display()))?;
-            // Lossless coding cannot win on a tiny tensor (each tile carries an 8-byte entry per
-            // lane): keep the bytes as they are rather than store more than the original.
-            if kind == SchemeKind::Lossless && encoded.stored_bytes() >= t.data.len() as u64 {
-                encoded = encode_tensor(t.name, t.dtype, t.shape, t.data, SchemeKind::Raw, &opts)
-                    .with_context(|| format!("{}", a.input.display()))?;
-            }
             *per_scheme.entry(encoded.scheme.kind().name()).or_default() += 1;
             writer.add(encoded)?;
             bar.inc(t.data.len() as u64);

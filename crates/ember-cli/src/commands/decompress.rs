@@ -1,17 +1,19 @@
-//! `ember decompress`: `.ember` → `.safetensors`, one tensor in memory at a time; quantised
-//! tensors go back to their original dtype (round to nearest even).
-//! Memory is bounded by the largest tensor (its decoded bytes and their conversion).
+//! `ember decompress`: `.ember` → `.safetensors`, streamed: tiles are decoded in chunks of at
+//! most [`CHUNK_BYTES`] of output (tiles in parallel within a chunk), converted and written
+//! before the next chunk, and the container's pages of a written tensor are released. Peak
+//! memory is the chunk and its conversion, whatever the tensor's size. Quantised tensors go back
+//! to their original dtype (round to nearest even).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ember_codec::{Container, DecodedTensor, Dtype};
 use rayon::ThreadPool;
 
 use super::thread_pool;
-use crate::safetensors_out::{write_header, write_tensor, TensorSpec};
+use crate::safetensors_out::{write_header, TensorSpec};
 
 /// `ember decompress` arguments.
 #[derive(clap::Args)]
@@ -31,6 +33,9 @@ pub struct Args {
     #[arg(long)]
     threads: Option<usize>,
 }
+
+/// Decoded bytes per chunk: a chunk is decoded, converted and written before the next.
+pub const CHUNK_BYTES: usize = 16 << 20;
 
 /// The decoded values in the tensor's original dtype. Quantised tensors decode to `f32`; they go
 /// back to BF16/F16 with round-to-nearest-even, as `half` converts.
@@ -55,9 +60,49 @@ fn write_all(c: &Container, out: &mut impl Write, pool: &ThreadPool) -> Result<(
         .map(|t| TensorSpec { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() })
         .collect();
     let lens = write_header(out, &specs, c.metadata())?;
+    let mut buffer = Vec::new();
     for (t, len) in c.tensors().iter().zip(lens) {
-        let decoded = pool.install(|| c.decode(t))?;
-        write_tensor(out, &t.name, len, &to_original(&t.name, decoded, t.dtype)?)?;
+        let decoder = c.decoder(t)?;
+        let size = t.decoded_dtype().size();
+        let mut written = 0u64;
+        let mut first = 0;
+        while first < t.tiles.len() {
+            // A run of whole tiles of at most CHUNK_BYTES decoded (at least one tile).
+            let mut last = first + 1;
+            let mut bytes = t.tiles[first].count as usize * size;
+            while last < t.tiles.len() && bytes + t.tiles[last].count as usize * size <= CHUNK_BYTES {
+                bytes += t.tiles[last].count as usize * size;
+                last += 1;
+            }
+            buffer.clear();
+            buffer.resize(bytes, 0);
+            let mut parts = Vec::with_capacity(last - first);
+            let mut rest = &mut buffer[..];
+            for tile in &t.tiles[first..last] {
+                let (head, tail) = rest.split_at_mut(tile.count as usize * size);
+                parts.push(head);
+                rest = tail;
+            }
+            pool.install(|| {
+                use rayon::prelude::*;
+                parts
+                    .into_par_iter()
+                    .enumerate()
+                    .try_for_each_init(Vec::new, |scratch, (k, part)| decoder.decode_tile(first + k, part, scratch))
+            })?;
+            let shape = vec![(bytes / size) as u64];
+            let chunk = DecodedTensor { shape, dtype: t.decoded_dtype(), data: std::mem::take(&mut buffer) };
+            let original = to_original(&t.name, chunk, t.dtype)?;
+            out.write_all(&original)?;
+            written += original.len() as u64;
+            // Keep the allocation for the next chunk when no conversion took place.
+            if t.decoded_dtype() == t.dtype {
+                buffer = original;
+            }
+            c.release_pages(t, first..last);
+            first = last;
+        }
+        ensure!(written == len, "tensor `{}`: {written} bytes decoded, header says {len}", t.name);
     }
     out.flush()?;
     Ok(())

@@ -118,6 +118,24 @@ impl TensorEntry {
 
     /// Checks everything the decoder relies on against a file of `file_len` bytes.
     pub fn validate(&self, file_len: u64) -> Result<(), String> {
+        self.validate_version(file_len, super::FORMAT_VERSION)
+    }
+
+    /// [`TensorEntry::validate`] for a file of format `version`: version 1 has no joint
+    /// `lossless` fields.
+    pub fn validate_version(&self, file_len: u64, version: u32) -> Result<(), String> {
+        if version < 2 {
+            if let Scheme::Lossless { joint_bits, symbols, .. } = &self.scheme {
+                if *joint_bits != 0 || symbols.is_some() {
+                    return Err(
+                        "a version-1 file cannot use the version-2 lossless fields `joint_bits`/`symbols`".into()
+                    );
+                }
+            }
+            if self.scheme.coder().is_some_and(|c| c.lane_table != crate::tile::LaneTable::Ends32) {
+                return Err("a version-1 file cannot use the version-2 `lane_table`".into());
+            }
+        }
         let n = self
             .shape
             .iter()
@@ -136,6 +154,13 @@ impl TensorEntry {
                 return Err(format!("frequency table has {} entries, expected {alphabet}", c.freqs.len()));
             }
             self.frequency_table()?;
+        }
+        if let (Scheme::Lossless { joint_bits, symbols, .. }, Some(l)) = (&self.scheme, self.dtype.float_layout()) {
+            match symbols {
+                Some(values) => crate::schemes::check_symbols(l, *joint_bits, values)?,
+                None if *joint_bits != 0 => return Err("joint_bits without a symbol list".into()),
+                None => {}
+            }
         }
         if let Scheme::Int4 { block, .. } = self.scheme {
             if block == 0 {
@@ -167,12 +192,22 @@ impl TensorEntry {
                 return Err(format!("tile {i} offset {} is not 4-byte aligned", t.offset));
             }
             in_file(&format!("tile {i}"), t.offset, t.len)?;
+            let fixed =
+                |c: &crate::schemes::RansParams| 4 * c.lanes as u64 + c.lane_table.bytes(c.lanes as usize) as u64;
+            if let Some(c) = self.scheme.coder() {
+                if !c.lane_table.fits(t.count, c.lanes as u64) {
+                    return Err(format!(
+                        "tile {i}: {} elements over {} lanes do not fit 16-bit lane counts",
+                        t.count, c.lanes
+                    ));
+                }
+            }
             let min_len = match (&self.scheme, self.dtype.float_layout()) {
                 (Scheme::Raw, _) => t.count * self.dtype.size() as u64,
-                (Scheme::Lossless { coder, .. }, Some(l)) => {
-                    8 * coder.lanes as u64 + packed_len(t.count as usize, l.raw_bits()) as u64
+                (Scheme::Lossless { coder, joint_bits, .. }, Some(l)) => {
+                    fixed(coder) + packed_len(t.count as usize, l.joint_raw_bits(*joint_bits)) as u64
                 }
-                (s, _) => 8 * s.coder().map_or(0, |c| c.lanes as u64),
+                (s, _) => s.coder().map_or(0, fixed),
             };
             if t.len < min_len {
                 return Err(format!("tile {i} has {} bytes, at least {min_len} needed", t.len));
@@ -206,12 +241,17 @@ impl TensorEntry {
 impl Header {
     /// Checks names are unique and every tensor is consistent with a file of `file_len` bytes.
     pub fn validate(&self, file_len: u64) -> Result<(), (Option<String>, String)> {
+        self.validate_version(file_len, super::FORMAT_VERSION)
+    }
+
+    /// [`Header::validate`] for a file of format `version`.
+    pub fn validate_version(&self, file_len: u64, version: u32) -> Result<(), (Option<String>, String)> {
         let mut names = HashSet::new();
         for t in &self.tensors {
             if !names.insert(t.name.as_str()) {
                 return Err((None, format!("tensor name `{}` appears twice", t.name)));
             }
-            t.validate(file_len).map_err(|e| (Some(t.name.clone()), e))?;
+            t.validate_version(file_len, version).map_err(|e| (Some(t.name.clone()), e))?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ mod reader;
 mod writer;
 
 pub use header::{BlobRef, Header, TensorEntry, TileRef};
-pub use preamble::{Preamble, FORMAT_VERSION, MAGIC, PREAMBLE_LEN};
+pub use preamble::{Preamble, FORMAT_VERSION, MAGIC, MIN_READ_VERSION, PREAMBLE_LEN};
 pub use reader::{Container, DecodedTensor, TensorDecoder};
 pub use writer::ContainerWriter;
 

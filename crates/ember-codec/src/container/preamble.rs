@@ -3,8 +3,10 @@
 /// File signature: a high byte (catches 7-bit transfers), `EMBER`, then CR LF (catches newline
 /// conversion), as PNG does.
 pub const MAGIC: [u8; 8] = *b"\x89EMBER\r\n";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build still reads (version 1: exponent-only `lossless`).
+pub const MIN_READ_VERSION: u32 = 1;
 /// Size of the preamble; tile data starts at the first 64-byte boundary after it.
 pub const PREAMBLE_LEN: usize = 64;
 

@@ -8,7 +8,7 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{Header, Preamble, TensorEntry, FORMAT_VERSION, PREAMBLE_LEN};
+use super::{Header, Preamble, TensorEntry, FORMAT_VERSION, MIN_READ_VERSION, PREAMBLE_LEN};
 use crate::dtype::Dtype;
 use crate::schemes::{LosslessDecoder, QuantDecoder, Scheme};
 use crate::tile::rows_cols;
@@ -64,7 +64,7 @@ impl Container {
         };
         let pre: &[u8; PREAMBLE_LEN] = pre.try_into().expect("slice of preamble length");
         let pre = Preamble::parse(pre).ok_or_else(|| CodecError::BadMagic { path: path.clone() })?;
-        if pre.version != FORMAT_VERSION {
+        if !(MIN_READ_VERSION..=FORMAT_VERSION).contains(&pre.version) {
             return Err(CodecError::UnsupportedVersion { path, found: pre.version, supported: FORMAT_VERSION });
         }
         let end = pre.header_offset.checked_add(pre.header_len);
@@ -87,7 +87,7 @@ impl Container {
         }
         let header: Header = serde_json::from_slice(header_bytes)
             .map_err(|e| CodecError::BadHeader { path: path.clone(), reason: e.to_string() })?;
-        header.validate(file_len).map_err(|(tensor, reason)| match tensor {
+        header.validate_version(file_len, pre.version).map_err(|(tensor, reason)| match tensor {
             Some(tensor) => CodecError::BadTensor { path: path.clone(), tensor, reason },
             None => CodecError::BadHeader { path: path.clone(), reason },
         })?;
@@ -159,19 +159,59 @@ impl Container {
         })
     }
 
+    /// Drops this process's mapping of tiles `tiles` of `t` (and of its scales, once the range
+    /// reaches the last tile) from memory (`madvise` `DONTNEED`), so that data already decoded
+    /// or transcoded stops counting towards the resident set. The file is read-only and mapped
+    /// shared, so nothing is lost: a later read maps the pages again from the page cache or the
+    /// disk. A no-op where unsupported.
+    pub fn release_pages(&self, t: &TensorEntry, tiles: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        {
+            let page = 4096u64;
+            let end_tile = tiles.end.min(t.tiles.len());
+            let mut ranges: Vec<(u64, u64)> =
+                t.tiles.get(tiles.start..end_tile).unwrap_or(&[]).iter().map(|r| (r.offset, r.len)).collect();
+            if let (Some(s), true) = (t.scales, end_tile == t.tiles.len()) {
+                ranges.push((s.offset, s.len));
+            }
+            let file_len = self.map.len() as u64;
+            for (offset, len) in ranges {
+                // Whole pages inside the range only: a neighbour's bytes stay mapped.
+                let start = offset.div_ceil(page) * page;
+                let end = (offset + len).min(file_len) / page * page;
+                if end > start {
+                    // SAFETY: the map is a read-only shared file mapping: DONTNEED only drops
+                    // this process's page-table entries, and later reads see the same bytes
+                    // again (no slice handed out can observe a change).
+                    let _ = unsafe {
+                        self.map.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            start as usize,
+                            (end - start) as usize,
+                        )
+                    };
+                }
+            }
+        }
+    }
+
     /// Prepares the per-tensor decode state (the slot table, scales).
     pub fn decoder<'a>(&'a self, t: &'a TensorEntry) -> Result<TensorDecoder<'a>> {
         let bad = |reason: String| CodecError::BadTensor { path: self.path.clone(), tensor: t.name.clone(), reason };
         let table = t.frequency_table().map_err(bad)?;
         let kind = match (&t.scheme, table) {
             (Scheme::Raw, _) => DecoderKind::Raw,
-            (Scheme::Lossless { coder, .. }, Some(table)) => {
-                DecoderKind::Lossless(LosslessDecoder::new(t.dtype, coder.lanes, &table).map_err(bad)?)
+            (s @ Scheme::Lossless { coder, joint_bits, .. }, Some(table)) => {
+                let values =
+                    s.symbol_values(t.dtype).ok_or_else(|| bad("lossless tensor of a non-float dtype".into()))?;
+                let d = LosslessDecoder::new(t.dtype, coder.lanes, &table, *joint_bits, values).map_err(bad)?;
+                DecoderKind::Lossless(d.with_lane_table(coder.lane_table))
             }
             (s, Some(table)) => {
                 let q = t.quant_kind().ok_or_else(|| bad("not a quantised scheme".into()))?;
-                let lanes = s.coder().map_or(1, |c| c.lanes);
-                DecoderKind::Quant(QuantDecoder::new(q, rows_cols(&t.shape).1, lanes, &table).map_err(bad)?)
+                let (lanes, lane_table) = s.coder().map_or((1, Default::default()), |c| (c.lanes, c.lane_table));
+                let d = QuantDecoder::new(q, rows_cols(&t.shape).1, lanes, &table).map_err(bad)?;
+                DecoderKind::Quant(d.with_lane_table(lane_table))
             }
             (_, None) => return Err(bad("coded tensor without a frequency table".into())),
         };

@@ -83,6 +83,9 @@ pub enum RansError {
         /// Ends given.
         ends: usize,
     },
+    /// A joined 16-bit output was asked for with more than 7 low bits in a raw byte.
+    #[error("{0} low mantissa bits do not fit a raw byte with its sign")]
+    RawWidth(u32),
     /// Fewer raw bytes than elements to decode.
     #[error("{raw} raw bytes for {count} elements")]
     RawTooShort {
@@ -105,13 +108,27 @@ pub enum LaneOutput<'a> {
         /// Output, two bytes per element.
         out: &'a mut [u8],
     },
+    /// Two bytes (a little-endian BF16 or F16) per symbol, from a symbol value table and one raw
+    /// byte per element (format version 2, `FORMAT.md` §4):
+    /// `v = (raw >> low) << 15 | values[symbol] | raw & (2^low − 1)`, where `values` already
+    /// holds each symbol's value shifted left by `low`.
+    Joint16 {
+        /// One raw field (sign and the `low` low mantissa bits) per element.
+        raw: &'a [u8],
+        /// Per symbol: `(exponent << joint | top mantissa bits) << low`.
+        values: &'a [u32; 256],
+        /// Low mantissa bits in the raw field.
+        low: u32,
+        /// Output, two bytes per element.
+        out: &'a mut [u8],
+    },
 }
 
 impl LaneOutput<'_> {
     fn len(&self) -> usize {
         match self {
             LaneOutput::Symbols(o) => o.len(),
-            LaneOutput::Bf16 { out, .. } => out.len() / 2,
+            LaneOutput::Bf16 { out, .. } | LaneOutput::Joint16 { out, .. } => out.len() / 2,
         }
     }
 }
@@ -119,6 +136,12 @@ impl LaneOutput<'_> {
 #[inline(always)]
 fn join_bf16(sym: u8, raw: u8) -> [u8; 2] {
     (((raw as u16) & 0x80) << 8 | (sym as u16) << 7 | (raw as u16) & 0x7f).to_le_bytes()
+}
+
+#[inline(always)]
+fn join_16(values: &[u32; 256], low: u32, sym: u8, raw: u8) -> [u8; 2] {
+    let r = raw as u32;
+    (((r >> low) << 15 | values[sym as usize] | (r & ((1 << low) - 1))) as u16).to_le_bytes()
 }
 
 /// Lane states and read positions while decoding.
@@ -168,6 +191,14 @@ fn decode_scalar(
             for (round, raw) in rounds {
                 for (((o, &r), x), p) in round.chunks_exact_mut(2).zip(raw).zip(x.iter_mut()).zip(pos.iter_mut()) {
                     o.copy_from_slice(&join_bf16(step(entries, n, words, x, p), r));
+                }
+            }
+        }
+        LaneOutput::Joint16 { raw, values, low, out } => {
+            let rounds = out[2 * range.start..2 * range.end].chunks_mut(2 * width).zip(raw[range].chunks(width));
+            for (round, raw) in rounds {
+                for (((o, &r), x), p) in round.chunks_exact_mut(2).zip(raw).zip(x.iter_mut()).zip(pos.iter_mut()) {
+                    o.copy_from_slice(&join_16(values, *low, step(entries, n, words, x, p), r));
                 }
             }
         }
@@ -234,14 +265,19 @@ pub fn decode_lanes_with(
         start = end;
     }
     let count = out.len();
-    if let LaneOutput::Bf16 { raw, .. } = &out {
+    if let LaneOutput::Bf16 { raw, .. } | LaneOutput::Joint16 { raw, .. } = &out {
         if raw.len() < count {
             return Err(RansError::RawTooShort { raw: raw.len(), count });
         }
     }
+    if let LaneOutput::Joint16 { low, .. } = &out {
+        if *low > 7 {
+            return Err(RansError::RawWidth(*low));
+        }
+    }
     let full = count / width * width;
     #[cfg(target_arch = "x86_64")]
-    let done = if simd != Simd::Scalar && width % 8 == 0 && is_x86_feature_detected!("avx2") {
+    let done = if simd != Simd::Scalar && width.is_multiple_of(8) && is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is available (checked just above); `full ≤ count`.
         unsafe { x86::decode_rounds_avx2(&mut lanes, table, words, &mut out, full) };
         true
@@ -283,11 +319,23 @@ mod x86 {
         v
     }
 
-    /// Raw pointers of the output: symbols (1 byte each) or BF16 values (2 bytes) with raw bytes.
-    fn out_ptrs(out: &mut LaneOutput) -> (*mut u8, *const u8, bool) {
+    /// How a round's symbols are written.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        Symbols,
+        Bf16,
+        Joint16,
+    }
+
+    /// Raw pointers of the output (symbols: 1 byte each; values: 2 bytes) and of the raw bytes and
+    /// symbol values, with the raw field's low-bit count.
+    fn out_ptrs(out: &mut LaneOutput) -> (*mut u8, *const u8, *const i32, u32, Mode) {
         match out {
-            LaneOutput::Symbols(o) => (o.as_mut_ptr(), std::ptr::null(), false),
-            LaneOutput::Bf16 { raw, out } => (out.as_mut_ptr(), raw.as_ptr(), true),
+            LaneOutput::Symbols(o) => (o.as_mut_ptr(), std::ptr::null(), std::ptr::null(), 0, Mode::Symbols),
+            LaneOutput::Bf16 { raw, out } => (out.as_mut_ptr(), raw.as_ptr(), std::ptr::null(), 7, Mode::Bf16),
+            LaneOutput::Joint16 { raw, values, low, out } => {
+                (out.as_mut_ptr(), raw.as_ptr(), values.as_ptr() as *const i32, *low, Mode::Joint16)
+            }
         }
     }
 
@@ -308,7 +356,9 @@ mod x86 {
             let width = lanes.x.len();
             let groups = width / 8;
             let padded = padded(words);
-            let (optr, rptr, bf16) = out_ptrs(out);
+            let (optr, rptr, vptr, low, mode) = out_ptrs(out);
+            let shift_low = _mm_cvtsi32_si128(low as i32);
+            let low_mask = _mm256_set1_epi32((1 << low) - 1);
             let limit = _mm256_set1_epi32(words.len() as i32);
             let n = table.prob_bits as i32;
             let shift_n = _mm_cvtsi32_si128(n);
@@ -343,7 +393,17 @@ mod x86 {
                     xs[g] = _mm256_blendv_epi8(nx, refilled, need);
                     ps[g] = _mm256_sub_epi32(p, need);
                     let i = base + 8 * g;
-                    if bf16 {
+                    if mode == Mode::Joint16 {
+                        let raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rptr.add(i) as *const __m128i));
+                        let sym = _mm256_srli_epi32::<24>(e);
+                        let value = _mm256_i32gather_epi32::<4>(vptr, sym);
+                        let v = _mm256_or_si256(
+                            _mm256_or_si256(_mm256_slli_epi32::<15>(_mm256_srl_epi32(raw, shift_low)), value),
+                            _mm256_and_si256(raw, low_mask),
+                        );
+                        let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(v, v));
+                        _mm_storeu_si128(optr.add(2 * i) as *mut __m128i, _mm256_castsi256_si128(packed));
+                    } else if mode == Mode::Bf16 {
                         let raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rptr.add(i) as *const __m128i));
                         let sym = _mm256_srli_epi32::<24>(e);
                         let v = _mm256_or_si256(
@@ -394,9 +454,12 @@ mod tests {
             let dt = table.decode_table();
             let raw: Vec<u8> = (0..symbols.len()).map(|i| (i * 37) as u8).collect();
             let expect_bf16: Vec<u8> = symbols.iter().zip(&raw).flat_map(|(&s, &r)| join_bf16(s, r)).collect();
+            // Joint16 with the identity values placed at bit 7 is the BF16 join.
+            let placed: [u32; 256] = std::array::from_fn(|s| (s as u32) << 7);
             let run = |words: &[u16], simd: Simd| {
                 let mut a = vec![0u8; symbols.len()];
                 let mut b = vec![0u8; 2 * symbols.len()];
+                let mut c = vec![0u8; 2 * symbols.len()];
                 let ra = decode_lanes_with(&streams.states, &ends, words, &dt, LaneOutput::Symbols(&mut a), simd);
                 let rb = decode_lanes_with(
                     &streams.states,
@@ -406,7 +469,17 @@ mod tests {
                     LaneOutput::Bf16 { raw: &raw, out: &mut b },
                     simd,
                 );
+                let rc = decode_lanes_with(
+                    &streams.states,
+                    &ends,
+                    words,
+                    &dt,
+                    LaneOutput::Joint16 { raw: &raw, values: &placed, low: 7, out: &mut c },
+                    simd,
+                );
                 assert_eq!(ra, rb);
+                assert_eq!(ra, rc);
+                assert_eq!(b, c);
                 (ra, a, b)
             };
             let reference = run(&words, Simd::Scalar);

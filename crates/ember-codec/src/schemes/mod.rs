@@ -3,10 +3,11 @@
 //! | scheme     | rANS symbol              | raw field / side data                    | decodes to |
 //! |------------|--------------------------|------------------------------------------|------------|
 //! | `raw`      | —                        | the bytes as stored                      | the dtype  |
-//! | `lossless` | exponent field           | sign + mantissa, packed (`1+m` bits)     | the dtype  |
+//! | `lossless` | exponent + top `k` mantissa bits (v2; `k = 0` in v1) | sign + low mantissa, packed (`1+m−k` bits) | the dtype |
 //! | `int8`     | `i8` code as `u8`        | one `f32` scale per row                  | `f32`      |
 //! | `int4`     | code (`0..16`)           | `f16` scale (and `f16` min) per block    | `f32`      |
 
+mod join16;
 mod lossless;
 mod quant;
 
@@ -15,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dtype::Dtype;
 use crate::rans::{encode_lanes, FrequencyTable};
-use crate::tile::{plan_tiles, write_coded_tile, TileSpan, DEFAULT_TILE_ELEMS};
+use crate::tile::{plan_tiles, write_coded_tile, LaneTable, TileSpan, DEFAULT_TILE_ELEMS};
 
+pub(crate) use lossless::check_symbols;
 pub use lossless::LosslessDecoder;
 pub use quant::{QuantDecoder, QuantKind};
 
@@ -65,11 +67,21 @@ pub struct EncodeOptions {
     pub int4_block: u32,
     /// `int4` with a per-block minimum (like GGUF Q4_1) instead of symmetric codes.
     pub int4_asymmetric: bool,
+    /// `lossless`: store a tensor as `raw` when coding would not make it smaller (tiny norms and
+    /// biases, whose lane states and table outweigh what coding saves). Still bit-exact.
+    pub raw_if_smaller: bool,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self { tile_elems: DEFAULT_TILE_ELEMS, lanes: 32, prob_bits: 12, int4_block: 32, int4_asymmetric: false }
+        Self {
+            tile_elems: DEFAULT_TILE_ELEMS,
+            lanes: 32,
+            prob_bits: 12,
+            int4_block: 32,
+            int4_asymmetric: false,
+            raw_if_smaller: true,
+        }
     }
 }
 
@@ -82,6 +94,9 @@ pub struct RansParams {
     pub prob_bits: u32,
     /// Symbol frequencies (one per symbol of the alphabet), summing to `2^prob_bits`.
     pub freqs: Vec<u32>,
+    /// How tiles store their lanes' ends (`counts16` from format version 2).
+    #[serde(default, skip_serializing_if = "LaneTable::is_default")]
+    pub lane_table: LaneTable,
 }
 
 /// Value predictor applied before coding. Only `none` is shipped: a LEFT/differential predictor
@@ -99,12 +114,20 @@ pub enum Predictor {
 pub enum Scheme {
     /// Stored as is.
     Raw,
-    /// Exponent rANS-coded, sign + mantissa raw.
+    /// Exponent (and, in format version 2, the top mantissa bits) rANS-coded, sign + the rest
+    /// of the mantissa raw.
     Lossless {
         /// The coder.
         coder: RansParams,
-        /// The predictor (always `none` in version 1).
+        /// The predictor (always `none`).
         predictor: Predictor,
+        /// Mantissa bits coded jointly with the exponent (version 2; `0` in version 1).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        joint_bits: u32,
+        /// Version 2: the value `exponent << joint_bits | top mantissa bits` of each symbol, in
+        /// increasing order, one per frequency. Absent (version 1): symbol `s` is exponent `s`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        symbols: Option<Vec<u32>>,
     },
     /// Symmetric int8 per row.
     Int8 {
@@ -146,9 +169,28 @@ impl Scheme {
     pub fn alphabet(&self, dtype: Dtype) -> Option<usize> {
         match self {
             Scheme::Raw => None,
+            Scheme::Lossless { symbols: Some(s), .. } => Some(s.len()),
             Scheme::Lossless { .. } => dtype.float_layout().map(|l| l.alphabet()),
             Scheme::Int8 { .. } => Some(256),
             Scheme::Int4 { .. } => Some(16),
+        }
+    }
+
+    /// Mantissa bits coded with the exponent (`lossless` version 2); 0 for every other scheme.
+    pub fn joint_bits(&self) -> u32 {
+        match self {
+            Scheme::Lossless { joint_bits, .. } => *joint_bits,
+            _ => 0,
+        }
+    }
+
+    /// For `lossless`: each symbol's value (`exponent << joint_bits | top mantissa bits`), the
+    /// stored list or, for a version-1 tensor, the identity over the exponents.
+    pub fn symbol_values(&self, dtype: Dtype) -> Option<Vec<u32>> {
+        match self {
+            Scheme::Lossless { symbols: Some(s), .. } => Some(s.clone()),
+            Scheme::Lossless { .. } => dtype.float_layout().map(|l| (0..l.alphabet() as u32).collect()),
+            _ => None,
         }
     }
 
@@ -160,6 +202,10 @@ impl Scheme {
             Scheme::Int8 { .. } | Scheme::Int4 { .. } => Dtype::F32,
         }
     }
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// One tensor, encoded and not yet placed in a file.
@@ -230,33 +276,49 @@ pub fn encode_tensor(
     let align = if kind == SchemeKind::Int4 { opts.int4_block as u64 } else { 1 };
     let spans = plan_tiles(shape, opts.tile_elems as u64, align);
     let mut out = match kind {
-        SchemeKind::Raw => {
-            let size = dtype.size();
-            let tiles = spans
-                .iter()
-                .map(|s| {
-                    let mut p = data[s.start as usize * size..(s.start + s.count) as usize * size].to_vec();
-                    p.resize(p.len().next_multiple_of(4), 0);
-                    (*s, p)
-                })
-                .collect();
-            EncodedTensor {
-                name: name.into(),
-                dtype,
-                shape: shape.into(),
-                scheme: Scheme::Raw,
-                tiles,
-                scales: None,
-                entropy_bound_bytes: data.len() as u64,
+        SchemeKind::Raw => raw_tensor(name, dtype, shape, data, &spans),
+        SchemeKind::Lossless => {
+            let coded = lossless::encode(name, dtype, shape, data, &spans, opts).map_err(err)?;
+            // A tiny tensor (a norm, a bias) can cost more coded than stored: its lane states
+            // and table outweigh what entropy coding saves. Store it as it is then; it is
+            // still bit-exact, and it decodes by a copy.
+            let symbols = coded.scheme.alphabet(dtype).unwrap_or(0) as u64;
+            let coded_cost = coded.stored_bytes() + 10 * symbols;
+            let raw = raw_tensor(name, dtype, shape, data, &spans);
+            if opts.raw_if_smaller && coded_cost >= raw.stored_bytes() {
+                EncodedTensor { entropy_bound_bytes: coded.entropy_bound_bytes, ..raw }
+            } else {
+                coded
             }
         }
-        SchemeKind::Lossless => lossless::encode(name, dtype, shape, data, &spans, opts).map_err(err)?,
         SchemeKind::Int8 | SchemeKind::Int4 => {
             quant::encode(name, dtype, shape, data, &spans, kind, opts).map_err(err)?
         }
     };
     pad_to_min_payload(&mut out, n);
     Ok(out)
+}
+
+/// `data` stored as it is, tile by tile (each payload zero-padded to a multiple of 4 bytes).
+fn raw_tensor(name: &str, dtype: Dtype, shape: &[u64], data: &[u8], spans: &[TileSpan]) -> EncodedTensor {
+    let size = dtype.size();
+    let tiles = spans
+        .iter()
+        .map(|s| {
+            let mut p = data[s.start as usize * size..(s.start + s.count) as usize * size].to_vec();
+            p.resize(p.len().next_multiple_of(4), 0);
+            (*s, p)
+        })
+        .collect();
+    EncodedTensor {
+        name: name.into(),
+        dtype,
+        shape: shape.into(),
+        scheme: Scheme::Raw,
+        tiles,
+        scales: None,
+        entropy_bound_bytes: data.len() as u64,
+    }
 }
 
 /// Pads the last tile so a tensor never stores fewer than `n / MAX_EXPANSION` bytes: the reader
@@ -285,16 +347,23 @@ pub(crate) fn code_tiles(
 ) -> Result<(RansParams, CodedTiles), String> {
     let table = FrequencyTable::from_counts(counts, opts.prob_bits)?;
     let lanes = opts.lanes as usize;
+    // Version 2: 16-bit lane word counts whenever every tile allows them (always, for tiles of
+    // up to 65 535 elements per lane).
+    let lane_table = if spans.iter().all(|s| LaneTable::Counts16.fits(s.count, lanes as u64)) {
+        LaneTable::Counts16
+    } else {
+        LaneTable::Ends32
+    };
     let tiles = spans
         .par_iter()
         .map(|&span| {
             let ts = tile_symbols(span);
             let streams = encode_lanes(&ts.symbols, lanes, &table);
             let (ends, words) = streams.concat_words();
-            (span, write_coded_tile(&streams.states, &ends, &ts.raw, &words))
+            (span, write_coded_tile(&streams.states, &ends, &ts.raw, &words, lane_table))
         })
         .collect();
-    Ok((RansParams { lanes: opts.lanes, prob_bits: opts.prob_bits, freqs: table.freqs().to_vec() }, tiles))
+    Ok((RansParams { lanes: opts.lanes, prob_bits: opts.prob_bits, freqs: table.freqs().to_vec(), lane_table }, tiles))
 }
 
 /// Counts symbols over all elements in parallel.

@@ -12,7 +12,7 @@ use super::{code_tiles, par_histogram, EncodeOptions, EncodedTensor, Scheme, Sch
 use crate::dtype::Dtype;
 use crate::entropy::order0_bits;
 use crate::rans::{decode_lanes, DecodeTable, FrequencyTable, LaneOutput};
-use crate::tile::{read_coded_tile, rows_cols, TileSpan};
+use crate::tile::{read_coded_tile, rows_cols, LaneTable, TileSpan};
 
 fn finite_values(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, String> {
     let n = data.len() / dtype.size();
@@ -158,6 +158,7 @@ pub struct QuantDecoder {
     cols: usize,
     lanes: usize,
     table: DecodeTable,
+    lane_table: LaneTable,
 }
 
 impl QuantDecoder {
@@ -167,12 +168,18 @@ impl QuantDecoder {
         if table.freqs().len() != alphabet {
             return Err(format!("frequency table has {} entries, expected {alphabet}", table.freqs().len()));
         }
-        Ok(Self { kind, cols: cols.max(1) as usize, lanes: lanes as usize, table: table.decode_table() })
+        Ok(Self::from_table(kind, cols, lanes, table.decode_table()))
+    }
+
+    /// The same decoder for tiles with `lane_table` (the tensor's [`super::RansParams`]).
+    pub fn with_lane_table(mut self, lane_table: LaneTable) -> Self {
+        self.lane_table = lane_table;
+        self
     }
 
     /// A decoder from an already built slot table (e.g. one uploaded to a device).
     pub fn from_table(kind: QuantKind, cols: u64, lanes: u32, table: DecodeTable) -> Self {
-        Self { kind, cols: cols.max(1) as usize, lanes: lanes as usize, table }
+        Self { kind, cols: cols.max(1) as usize, lanes: lanes as usize, table, lane_table: LaneTable::Ends32 }
     }
 
     /// Decodes the tile starting at element `start` into `out` (little-endian f32, 4 bytes per
@@ -186,7 +193,7 @@ impl QuantDecoder {
         symbols: &mut Vec<u8>,
     ) -> Result<(), String> {
         let count = out.len() / 4;
-        let tile = read_coded_tile(payload, self.lanes, 0)?;
+        let tile = read_coded_tile(payload, self.lanes, 0, self.lane_table)?;
         symbols.clear();
         symbols.resize(count, 0);
         decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &self.table, LaneOutput::Symbols(symbols))
