@@ -85,18 +85,48 @@ pub fn unpack_narrow(bytes: &[u8], width: u32, out: &mut [u8]) {
 /// Unpacks the first `out.len()` fields of `width ≤ 16` bits into one `u16` each.
 pub fn unpack_wide(bytes: &[u8], width: u32, out: &mut [u16]) {
     debug_assert!((1..=16).contains(&width));
-    let mask = (1u64 << width) - 1;
-    let (mut buf, mut have, mut at) = (0u64, 0u32, 0usize);
+    let mut reader = BitReader::new(bytes);
     for o in out.iter_mut() {
-        while have < width {
-            let byte = bytes.get(at).copied().unwrap_or(0);
-            buf |= (byte as u64) << have;
-            have += 8;
-            at += 1;
+        *o = reader.take(width) as u16;
+    }
+}
+
+/// Reads consecutive LSB-first fields of up to 32 bits, refilling 32 bits at a time (zeros past
+/// the end of the data).
+pub struct BitReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    buf: u64,
+    have: u32,
+}
+
+impl<'a> BitReader<'a> {
+    /// A reader at the first bit of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0, buf: 0, have: 0 }
+    }
+
+    /// The next `width` (1..=32) bits.
+    #[inline(always)]
+    pub fn take(&mut self, width: u32) -> u32 {
+        if self.have < width {
+            let word = match self.bytes.get(self.at..self.at + 4) {
+                Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+                None => {
+                    let mut w = [0u8; 4];
+                    let tail = self.bytes.get(self.at..).unwrap_or(&[]);
+                    w[..tail.len().min(4)].copy_from_slice(&tail[..tail.len().min(4)]);
+                    u32::from_le_bytes(w)
+                }
+            };
+            self.buf |= (word as u64) << self.have;
+            self.have += 32;
+            self.at += 4;
         }
-        *o = (buf & mask) as u16;
-        buf >>= width;
-        have -= width;
+        let v = (self.buf & ((1u64 << width) - 1)) as u32;
+        self.buf >>= width;
+        self.have -= width;
+        v
     }
 }
 

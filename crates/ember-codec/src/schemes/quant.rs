@@ -218,17 +218,29 @@ impl QuantDecoder {
                     }
                 }
                 QuantKind::Int4Symmetric { block } | QuantKind::Int4Asymmetric { block } => {
+                    // Block by block: the scale (and minimum) are widened once per block.
                     let first_block = row * cols.div_ceil(block);
                     let asym = matches!(self.kind, QuantKind::Int4Asymmetric { .. });
-                    for (k, (o, &s)) in outs.zip(codes).enumerate() {
+                    let mut outs = outs;
+                    let mut k = 0;
+                    while k < len {
                         let b = first_block + (col0 + k) / block;
-                        let v = if asym {
-                            let product = s as f32 * f16_at(2 * b);
-                            product + f16_at(2 * b + 1)
+                        let run = (block - (col0 + k) % block).min(len - k);
+                        let codes = &codes[k..k + run];
+                        if asym {
+                            let (scale, min) = (f16_at(2 * b), f16_at(2 * b + 1));
+                            // Codes first: `zip` stops on them without taking an output.
+                            for (&s, o) in codes.iter().zip(outs.by_ref()) {
+                                let product = s as f32 * scale;
+                                o.copy_from_slice(&(product + min).to_le_bytes());
+                            }
                         } else {
-                            (s as i32 - 8) as f32 * f16_at(b)
-                        };
-                        o.copy_from_slice(&v.to_le_bytes());
+                            let scale = f16_at(b);
+                            for (&s, o) in codes.iter().zip(outs.by_ref()) {
+                                o.copy_from_slice(&((s as i32 - 8) as f32 * scale).to_le_bytes());
+                            }
+                        }
+                        k += run;
                     }
                 }
             }
