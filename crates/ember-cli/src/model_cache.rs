@@ -11,11 +11,13 @@ use anyhow::{Context, Result};
 /// The container for `source` (a GGUF file or a Hugging Face model directory) coded with
 /// `scheme`, compressed on first use into the cache (`$EMBER_CACHE`, else `~/.cache/ember`) and
 /// reused afterwards. The name carries a hash of the source's content, so a changed file — even
-/// one with the same name and size — never reuses a stale container.
+/// one with the same name and size — never reuses a stale container, and the format version the
+/// encoder writes, so a newer encoder recompresses once instead of reusing an older file.
 fn compressed(source: &Path, name: &str, content: &[PathBuf], scheme: &str) -> Result<PathBuf> {
     let dir = ember_gguf::fetch::cache_dir().join("containers");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let out = dir.join(format!("{name}-{:016x}.{scheme}.ember", content_hash(content)?));
+    let version = ember_codec::container::FORMAT_VERSION;
+    let out = dir.join(format!("{name}-{:016x}.{scheme}.v{version}.ember", content_hash(content)?));
     if !out.exists() {
         eprintln!("compressing {} with `{scheme}` (once; cached at {})", source.display(), out.display());
         let args: Vec<std::ffi::OsString> = vec![
