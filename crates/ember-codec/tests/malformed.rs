@@ -237,3 +237,87 @@ mod arbitrary_payloads {
         }
     }
 }
+
+/// A file whose `layers.0.weight` is version-2 `lossless` with joint mantissa bits (values in
+/// `[1, 1.25)·2^e` make the encoder pick `joint_bits` 2).
+fn joint_sample(dir: &Path) -> Vec<u8> {
+    let path = dir.join("joint.ember");
+    let vals: Vec<u8> = (0..8192u32)
+        .flat_map(|i| {
+            let u = ((i.wrapping_mul(2654435761) >> 8) as f32) / (1u32 << 24) as f32;
+            half::bf16::from_f32((1.0 + u / 4.0) * (2f32).powi(-((i % 5) as i32))).to_bits().to_le_bytes()
+        })
+        .collect();
+    let opts = EncodeOptions { tile_elems: 2048, ..EncodeOptions::default() };
+    let mut w = ContainerWriter::create(&path).unwrap();
+    w.add(encode_tensor("layers.0.weight", Dtype::BF16, &[64, 128], &vals, SchemeKind::Lossless, &opts).unwrap())
+        .unwrap();
+    w.finish().unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+fn scheme_of(v: &mut serde_json::Value) -> &mut serde_json::Value {
+    &mut v["tensors"][0]["scheme"]
+}
+
+#[test]
+fn version_2_fields_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = joint_sample(dir.path());
+    open_and_decode(dir.path(), &good).unwrap();
+    let c = Container::open(dir.path().join("bad.ember")).unwrap();
+    let s = &c.get("layers.0.weight").unwrap().scheme;
+    assert_eq!(s.joint_bits(), 2, "the sample should exercise joint coding");
+    let reason = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let e = open_and_decode(dir.path(), &with_header(&good, |v| edit(v))).expect_err("accepted");
+        assert_names_file(&e);
+        assert!(e.to_string().contains("layers.0.weight"), "{e}");
+        e.to_string()
+    };
+    // Symbol values out of order, out of range, or a list of the wrong length.
+    let e = reason(&|v| {
+        let syms = scheme_of(v)["symbols"].as_array_mut().unwrap();
+        syms.swap(0, 1);
+    });
+    assert!(e.contains("increase strictly"), "{e}");
+    let e = reason(&|v| {
+        let syms = scheme_of(v)["symbols"].as_array_mut().unwrap();
+        let last = syms.len() - 1;
+        syms[last] = serde_json::json!(1u32 << 12);
+    });
+    assert!(e.contains("below 1024"), "{e}");
+    let e = reason(&|v| {
+        scheme_of(v)["symbols"].as_array_mut().unwrap().pop();
+    });
+    assert!(e.contains("frequency table has"), "{e}");
+    // Joint widths past what the dtype allows, or without a symbol list.
+    let e = reason(&|v| scheme_of(v)["joint_bits"] = serde_json::json!(5));
+    assert!(e.contains("joint_bits 5"), "{e}");
+    let e = reason(&|v| {
+        scheme_of(v).as_object_mut().unwrap().remove("symbols");
+    });
+    assert!(e.contains("without a symbol list") || e.contains("frequency table has"), "{e}");
+    // Lane tables that do not describe the tiles: another lane count (the lane states and
+    // counts no longer line up, so a tile fails to decode exactly).
+    let e = reason(&|v| scheme_of(v)["coder"]["lanes"] = serde_json::json!(16));
+    assert!(e.contains("tile") || e.contains("lane"), "{e}");
+    // An unknown lane table fails the header's parse (which names the file).
+    let bad = with_header(&good, |v| scheme_of(v)["coder"]["lane_table"] = serde_json::json!("counts8"));
+    let e = open_and_decode(dir.path(), &bad).unwrap_err();
+    assert_names_file(&e);
+    assert!(e.to_string().contains("unknown variant `counts8`"), "{e}");
+}
+
+#[test]
+fn a_version_1_file_cannot_carry_version_2_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = joint_sample(dir.path());
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let e = open_and_decode(dir.path(), &bytes).unwrap_err();
+    assert_names_file(&e);
+    assert!(e.to_string().contains("version-1 file cannot use"), "{e}");
+    // And a version this build does not know names what it reads.
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let e = open_and_decode(dir.path(), &bytes).unwrap_err();
+    assert!(e.to_string().contains("format version 3") && e.to_string().contains("versions 1 to 2"), "{e}");
+}

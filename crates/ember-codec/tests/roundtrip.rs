@@ -189,3 +189,36 @@ fn a_finished_container_is_an_ordinary_readable_file() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644, "not the temporary file's private mode");
 }
+
+#[test]
+fn joint_coding_is_bit_exact_over_special_values() {
+    // Enough skewed values that the encoder codes mantissa bits with the exponent, mixed with
+    // every special pattern: NaN payloads (quiet and signalling), ±inf, subnormals, ±0.
+    for dtype in [Dtype::BF16, Dtype::F16] {
+        let specials: [u16; 10] = if dtype == Dtype::BF16 {
+            [0x7fc1, 0x7f81, 0xffff, 0x7f80, 0xff80, 0x0001, 0x807f, 0x0000, 0x8000, 0x0040]
+        } else {
+            [0x7e01, 0x7c01, 0xffff, 0x7c00, 0xfc00, 0x0001, 0x83ff, 0x0000, 0x8000, 0x0200]
+        };
+        let data: Vec<u8> = (0..65536u32)
+            .flat_map(|i| {
+                let bits = if i % 97 == 0 {
+                    specials[(i / 97) as usize % specials.len()]
+                } else {
+                    let u = ((i.wrapping_mul(2654435761) >> 8) as f32) / (1u32 << 24) as f32;
+                    let v = (1.0 + u / 4.0) * (2f32).powi(-((i % 6) as i32));
+                    if dtype == Dtype::BF16 {
+                        half::bf16::from_f32(v).to_bits()
+                    } else {
+                        half::f16::from_f32(v).to_bits()
+                    }
+                };
+                bits.to_le_bytes()
+            })
+            .collect();
+        let t = encode_tensor("w", dtype, &[256, 256], &data, SchemeKind::Lossless, &EncodeOptions::default()).unwrap();
+        assert!(t.scheme.joint_bits() > 0, "{dtype}: expected joint coding");
+        let (_dir, c) = write_and_open(vec![t]);
+        assert!(c.decode(c.get("w").unwrap()).unwrap().data == data, "{dtype}: round trip differs");
+    }
+}
