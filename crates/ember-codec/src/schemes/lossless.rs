@@ -63,18 +63,16 @@ fn joint_histogram(dtype: Dtype, layout: FloatLayout, data: &[u8], kmax: u32) ->
         )
 }
 
-/// Picks the joint width with the smallest coded size: rANS cost under the quantised table, the
-/// raw fields, and the table itself.
+/// Picks the joint width with the smallest coded size — rANS cost under the quantised table, the
+/// raw fields, and the table itself — preferring a byte-wide raw field within 0.1%.
 fn choose_joint(dtype: Dtype, layout: FloatLayout, data: &[u8], opts: &EncodeOptions) -> Result<JointChoice, String> {
     let n = (data.len() / dtype.size()) as f64;
     // F32 keeps `k = 0`: its 24-bit raw field stays byte-aligned, which decodes about twice as
     // fast as a 21–23-bit one, for about 0.2% of size.
     let kmax = if dtype == Dtype::F32 { 0 } else { layout.max_joint_bits() };
     let wide = joint_histogram(dtype, layout, data, kmax);
-    let mut best: Option<(f64, JointChoice)> = None;
-    // The joint width whose raw field is exactly a byte, for 16-bit types other than BF16.
-    let byte_raw = (dtype == Dtype::F16).then_some(layout.mant_bits + 1 - 8).filter(|&k| k <= kmax);
-    let mut byte_pick: Option<(f64, f64)> = None;
+    // Every width whose occurring values fit the table, with its coded size in bits.
+    let mut fits: Vec<(f64, JointChoice)> = Vec::new();
     for joint in 0..=kmax {
         let group = 1usize << (kmax - joint);
         let (mut values, mut counts) = (Vec::new(), Vec::new());
@@ -97,42 +95,17 @@ fn choose_joint(dtype: Dtype, layout: FloatLayout, data: &[u8], opts: &EncodeOpt
         let bits = table.cost_bits(&counts)
             + n * layout.joint_raw_bits(joint) as f64
             + TABLE_BITS_PER_SYMBOL * values.len() as f64;
-        if best.as_ref().is_none_or(|(b, _)| bits < *b) {
-            best = Some((bits, JointChoice { joint, values, counts }));
-        }
-        if let (Some(b), Some(w)) = (&best, byte_raw) {
-            // F16 with `k = 3` has a raw byte per element, the fast decode path: take it when
-            // it costs at most 0.1% more than the smallest choice seen so far.
-            if joint == w {
-                byte_pick = Some((bits, b.0));
-            }
-        }
-    }
-    if let (Some((bits, best_bits)), Some(w)) = (byte_pick, byte_raw) {
-        if bits <= best_bits * 1.001 && best.as_ref().is_some_and(|(_, c)| c.joint != w) {
-            return choose_exact(dtype, layout, data, opts, w);
-        }
+        fits.push((bits, JointChoice { joint, values, counts }));
     }
     // `joint = 0` has at most 2^exp_bits ≤ 256 values, so a choice always exists.
-    best.map(|(_, c)| c).ok_or_else(|| "no joint width fits 256 symbols".into())
-}
-
-/// The symbol values and counts of exactly `joint` bits (a choice already known to fit).
-fn choose_exact(
-    dtype: Dtype,
-    layout: FloatLayout,
-    data: &[u8],
-    opts: &EncodeOptions,
-    joint: u32,
-) -> Result<JointChoice, String> {
-    let hist = joint_histogram(dtype, layout, data, joint);
-    let (values, counts): (Vec<u32>, Vec<u64>) =
-        hist.iter().enumerate().filter(|(_, &c)| c > 0).map(|(v, &c)| (v as u32, c)).unzip();
-    let (values, counts) = if values.is_empty() { (vec![0], vec![0]) } else { (values, counts) };
-    if values.len() > 256 || (values.len() as u64) > 1u64 << opts.prob_bits {
-        return Err(format!("{} symbols do not fit the table", values.len()));
-    }
-    Ok(JointChoice { joint, values, counts })
+    let smallest = fits.iter().map(|(b, _)| *b).fold(f64::INFINITY, f64::min);
+    // A raw field of at most 8 bits (F16 with `k ≥ 3`; every BF16 width) is the fast decode
+    // path: the smallest such choice wins when it costs at most 0.1% more than the smallest.
+    let fast = |c: &JointChoice| layout.joint_raw_bits(c.joint) <= 8;
+    let best_fast = fits.iter().filter(|(_, c)| fast(c)).map(|(b, _)| *b).fold(f64::INFINITY, f64::min);
+    let target = if best_fast <= smallest * 1.001 { best_fast } else { smallest };
+    let pick = fits.iter().position(|(b, _)| *b == target).ok_or("no joint width fits 256 symbols")?;
+    Ok(fits.swap_remove(pick).1)
 }
 
 pub(super) fn encode(
