@@ -29,9 +29,9 @@ fn load(dtype: Dtype, data: &[u8], i: usize) -> u32 {
     }
 }
 
-/// Header bits a symbol costs (its value and frequency as JSON numbers), used to price a larger
-/// table against the bits it saves.
-const TABLE_BITS_PER_SYMBOL: f64 = 80.0;
+/// Header bytes a symbol costs (its value and frequency as JSON numbers), used to price a larger
+/// table against the bits it saves, and a coded tensor against storing it raw.
+pub(super) const TABLE_BYTES_PER_SYMBOL: u64 = 10;
 
 /// The joint width chosen for a tensor, with its symbol values and their counts.
 struct JointChoice {
@@ -94,7 +94,7 @@ fn choose_joint(dtype: Dtype, layout: FloatLayout, data: &[u8], opts: &EncodeOpt
         let table = FrequencyTable::from_counts(&counts, opts.prob_bits)?;
         let bits = table.cost_bits(&counts)
             + n * layout.joint_raw_bits(joint) as f64
-            + TABLE_BITS_PER_SYMBOL * values.len() as f64;
+            + (8 * TABLE_BYTES_PER_SYMBOL) as f64 * values.len() as f64;
         fits.push((bits, JointChoice { joint, values, counts }));
     }
     // `joint = 0` has at most 2^exp_bits ≤ 256 values, so a choice always exists.

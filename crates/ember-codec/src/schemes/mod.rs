@@ -283,7 +283,7 @@ pub fn encode_tensor(
             // and table outweigh what entropy coding saves. Store it as it is then; it is
             // still bit-exact, and it decodes by a copy.
             let symbols = coded.scheme.alphabet(dtype).unwrap_or(0) as u64;
-            let coded_cost = coded.stored_bytes() + 10 * symbols;
+            let coded_cost = coded.stored_bytes() + lossless::TABLE_BYTES_PER_SYMBOL * symbols;
             let raw = raw_tensor(name, dtype, shape, data, &spans);
             if opts.raw_if_smaller && coded_cost >= raw.stored_bytes() {
                 EncodedTensor { entropy_bound_bytes: coded.entropy_bound_bytes, ..raw }
