@@ -109,6 +109,8 @@ fuzz_target!(|data: &[u8]| {
     let scheme = ["lossless", "int8", "int4", "raw"][(flag as usize >> 1) % 4];
     let dtype = ["bf16", "f16", "f32"][(flag as usize >> 3) % 3];
     let tile = ["256", "64", "4096"][(flag as usize >> 5) % 3];
+    // `Q4_0`/`Q4_1` matrices kept as their own codes for int4 (`auto`) or for every scheme.
+    let codes = ["auto", "native"][(flag as usize >> 7) % 2];
     let compressed = common::ember([
         "compress".into(),
         input.into_os_string(),
@@ -121,7 +123,8 @@ fuzz_target!(|data: &[u8]| {
         format!("--tile-elems={tile}").into(),
         "--lanes=4".into(),
         "--int4-block=16".into(),
-    ] as [std::ffi::OsString; 11]);
+        format!("--gguf-codes={codes}").into(),
+    ] as [std::ffi::OsString; 12]);
     if compressed.is_err() {
         return;
     }

@@ -1,4 +1,5 @@
-//! GGUF input for `ember compress`: every tensor dequantized to one float dtype, renamed to its
+//! GGUF input for `ember compress`: every tensor dequantized to one float dtype (or, for
+//! `Q4_0`/`Q4_1` when asked, kept as its own codes and scales — [`GgufCodes`]), renamed to its
 //! Hugging Face name, with llama.cpp's Q/K row permutation undone, so the container holds the same
 //! tensors, in the same layout, as one compressed from the HF checkpoint. What the GGUF carries
 //! besides weights (hyper-parameters, tokenizer, chat template) goes into the container metadata.
@@ -7,8 +8,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use ember_codec::Dtype;
-use ember_gguf::{names, unpermute_qk, GgufFile, LlamaHParams, TensorInfo, Tokenizer};
+use ember_codec::{Dtype, Int4Codes};
+use ember_gguf::{names, unpermute_qk, GgmlType, GgufFile, LlamaHParams, Q4Codes, TensorInfo, Tokenizer};
 
 use crate::source::SourceTensor;
 
@@ -24,7 +25,8 @@ pub enum GgufDtype {
 }
 
 impl GgufDtype {
-    fn dtype(self) -> Dtype {
+    /// The dtype.
+    pub fn dtype(self) -> Dtype {
         match self {
             GgufDtype::Bf16 => Dtype::BF16,
             GgufDtype::F16 => Dtype::F16,
@@ -37,6 +39,35 @@ impl GgufDtype {
             GgufDtype::Bf16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
             GgufDtype::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
             GgufDtype::F32 => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Which GGUF tensors keep their own quantized codes instead of being dequantized.
+///
+/// A `Q4_0` or `Q4_1` tensor kept as its codes is stored as `int4` with the GGUF's own scales
+/// (and minima), so it decodes to exactly the `f32` values the GGUF dequantizes to; nothing is
+/// re-quantized. Other types (`Q8_0`, the k-quants) are dequantized whatever this says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GgufCodes {
+    /// Keep them for `--scheme int4` (re-quantizing 4-bit codes onto a new 4-bit grid loses
+    /// accuracy for nothing); dequantize for the other schemes.
+    Auto,
+    /// Keep them for every scheme but `raw`: the smallest container that is exact against the
+    /// GGUF.
+    Native,
+    /// Always dequantize to `--gguf-dtype`.
+    Dequantize,
+}
+
+impl GgufCodes {
+    /// Whether a tensor coded with `scheme` keeps its codes.
+    pub fn keeps_for(self, scheme: ember_codec::SchemeKind) -> bool {
+        use ember_codec::SchemeKind;
+        match self {
+            GgufCodes::Auto => scheme == SchemeKind::Int4,
+            GgufCodes::Native => scheme != SchemeKind::Raw,
+            GgufCodes::Dequantize => false,
         }
     }
 }
@@ -148,15 +179,38 @@ impl GgufSource {
         Ok(m)
     }
 
-    /// Dequantizes each tensor in file order and hands it to `f` (one tensor in memory at a
-    /// time).
-    pub fn for_each_tensor(&self, mut f: impl FnMut(SourceTensor<'_>) -> Result<()>) -> Result<()> {
+    /// Hands each tensor to `f` in file order (one tensor in memory at a time): as its own
+    /// `Q4_0`/`Q4_1` codes when `keep_codes(name, shape)` says so and the tensor is a matrix of
+    /// that type whose values need no shift, else dequantized to the chosen dtype.
+    pub fn for_each_tensor(
+        &self,
+        keep_codes: impl Fn(&str, &[u64]) -> bool,
+        mut f: impl FnMut(SourceTensor<'_>) -> Result<()>,
+    ) -> Result<()> {
         for e in &self.entries {
             let t = &self.file.tensors()[e.index];
+            let rows = t.shape.first().copied().unwrap_or(1).max(1);
+            let quantized_matrix = matches!(t.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1) && t.shape.len() == 2;
+            if quantized_matrix && e.shift == 0.0 && keep_codes(&e.name, &e.shape) {
+                if let Some(mut codes) = self.file.q4_codes(&t.name)? {
+                    if let Some(heads) = e.unpermute_heads {
+                        codes
+                            .unpermute_rows(rows, heads)
+                            .with_context(|| format!("{}: tensor `{}`", self.file.path().display(), t.name))?;
+                    }
+                    let int4 = Int4Codes {
+                        codes: &codes.codes,
+                        scales: &codes.scales,
+                        block: Q4Codes::BLOCK as u32,
+                        asymmetric: codes.asymmetric,
+                    };
+                    f(SourceTensor { name: &e.name, dtype: Dtype::F32, shape: &e.shape, data: &[], int4: Some(int4) })?;
+                    continue;
+                }
+            }
             let mut values = self.file.dequantize(&t.name)?;
             if let Some(heads) = e.unpermute_heads {
                 // `open` checked that Q/K tensors have rows that split into the heads.
-                let rows = t.shape.first().copied().unwrap_or(1).max(1);
                 values = unpermute_qk(&values, rows, values.len() / rows, heads);
             }
             if e.shift != 0.0 {
@@ -164,7 +218,7 @@ impl GgufSource {
             }
             let data = self.dtype.encode(&values);
             drop(values);
-            f(SourceTensor { name: &e.name, dtype: self.dtype.dtype(), shape: &e.shape, data: &data })?;
+            f(SourceTensor { name: &e.name, dtype: self.dtype.dtype(), shape: &e.shape, data: &data, int4: None })?;
         }
         Ok(())
     }

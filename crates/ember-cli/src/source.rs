@@ -21,8 +21,11 @@ pub struct SourceTensor<'a> {
     pub dtype: Dtype,
     /// Its shape.
     pub shape: &'a [u64],
-    /// Its little-endian bytes.
+    /// Its little-endian bytes (empty when it comes as `int4` codes).
     pub data: &'a [u8],
+    /// A GGUF tensor that keeps its own `Q4_0`/`Q4_1` codes and scales instead of being
+    /// dequantized (see [`crate::gguf_source::GgufCodes`]); `dtype` is then `F32`.
+    pub int4: Option<ember_codec::Int4Codes<'a>>,
 }
 
 struct Shard {
@@ -175,6 +178,7 @@ impl Source {
             shape: &e.shape,
             // The range was validated by safetensors against this very map.
             data: &self.shards[e.shard].map[e.range.clone()],
+            int4: None,
         }
     }
 
@@ -260,11 +264,17 @@ impl Input {
         }
     }
 
-    /// Hands every tensor to `f`, in file order.
-    pub fn for_each_tensor(&self, mut f: impl FnMut(SourceTensor<'_>) -> Result<()>) -> Result<()> {
+    /// Hands every tensor to `f`, in file order. A GGUF tensor for which `keep_codes(name,
+    /// shape)` holds and that is `Q4_0` or `Q4_1` comes as its own codes
+    /// ([`SourceTensor::int4`]); every other tensor comes as values.
+    pub fn for_each_tensor(
+        &self,
+        keep_codes: impl Fn(&str, &[u64]) -> bool,
+        mut f: impl FnMut(SourceTensor<'_>) -> Result<()>,
+    ) -> Result<()> {
         match self {
             Input::Safetensors { source, .. } => source.tensors().try_for_each(f),
-            Input::Gguf(g) => g.for_each_tensor(&mut f),
+            Input::Gguf(g) => g.for_each_tensor(keep_codes, &mut f),
         }
     }
 }

@@ -50,6 +50,26 @@ fn synthetic_gguf(path: &Path) {
 
 /// The synthetic GGUF with `blk.0.attn_q.weight` of `q_shape` (row-numbered values).
 fn synthetic_gguf_with_q(path: &Path, q_shape: &[usize]) {
+    synthetic_gguf_with(path, q_shape, false);
+}
+
+/// `Q4_0` (`asymmetric = false`) or `Q4_1` blocks for `n` elements: scales, minima and codes
+/// vary from block to block, and each row gets its own scale, so a moved row shows.
+fn q4(n: usize, asymmetric: bool) -> Vec<u8> {
+    (0..n / 32)
+        .flat_map(|b| {
+            let mut block = half::f16::from_f32(0.003 + (b % 97) as f32 * 0.0011).to_le_bytes().to_vec();
+            if asymmetric {
+                block.extend(half::f16::from_f32(-0.04 - (b % 13) as f32 * 0.0007).to_le_bytes());
+            }
+            block.extend((0..16).map(|i| ((b * 5 + i * 3) % 16 | ((b + i * 7) % 16) << 4) as u8));
+            block
+        })
+        .collect()
+}
+
+/// The synthetic GGUF; with `q4`, Q and K (permuted), gate and up are `Q4_0`/`Q4_1` blocks.
+fn synthetic_gguf_with(path: &Path, q_shape: &[usize], q4_blocks: bool) {
     let mut w = GgufWriter::new(3);
     w.kv_str("general.architecture", "llama")
         .kv_u32("llama.block_count", 1)
@@ -91,20 +111,30 @@ fn synthetic_gguf_with_q(path: &Path, q_shape: &[usize]) {
 
     let rows_numbered = |rows: usize| -> Vec<f32> { (0..rows * HIDDEN).map(|i| (i / HIDDEN) as f32).collect() };
     let q_values: Vec<f32> = (0..q_shape.iter().product::<usize>()).map(|i| (i / HIDDEN) as f32).collect();
-    w.tensor("token_embd.weight", &[vocab, HIDDEN], GgmlType::Q8_0, q8_0(vocab * HIDDEN))
-        .tensor_f32("blk.0.attn_norm.weight", &[HIDDEN], &[1.0; HIDDEN])
-        .tensor_f32("blk.0.attn_q.weight", q_shape, &q_values)
-        .tensor_f32("blk.0.attn_k.weight", &[KV_HEADS * HEAD_DIM, HIDDEN], &rows_numbered(KV_HEADS * HEAD_DIM))
-        .tensor(
-            "blk.0.attn_v.weight",
-            &[KV_HEADS * HEAD_DIM, HIDDEN],
-            GgmlType::Q8_0,
-            q8_0(KV_HEADS * HEAD_DIM * HIDDEN),
-        )
+    w.tensor("token_embd.weight", &[vocab, HIDDEN], GgmlType::Q8_0, q8_0(vocab * HIDDEN)).tensor_f32(
+        "blk.0.attn_norm.weight",
+        &[HIDDEN],
+        &[1.0; HIDDEN],
+    );
+    if q4_blocks {
+        w.tensor("blk.0.attn_q.weight", q_shape, GgmlType::Q4_0, q4(q_shape.iter().product(), false))
+            .tensor(
+                "blk.0.attn_k.weight",
+                &[KV_HEADS * HEAD_DIM, HIDDEN],
+                GgmlType::Q4_1,
+                q4(KV_HEADS * HEAD_DIM * HIDDEN, true),
+            )
+            .tensor("blk.0.ffn_gate.weight", &[FFN, HIDDEN], GgmlType::Q4_1, q4(FFN * HIDDEN, true))
+            .tensor("blk.0.ffn_up.weight", &[FFN, HIDDEN], GgmlType::Q4_0, q4(FFN * HIDDEN, false));
+    } else {
+        w.tensor_f32("blk.0.attn_q.weight", q_shape, &q_values)
+            .tensor_f32("blk.0.attn_k.weight", &[KV_HEADS * HEAD_DIM, HIDDEN], &rows_numbered(KV_HEADS * HEAD_DIM))
+            .tensor("blk.0.ffn_gate.weight", &[FFN, HIDDEN], GgmlType::Q8_0, q8_0(FFN * HIDDEN))
+            .tensor("blk.0.ffn_up.weight", &[FFN, HIDDEN], GgmlType::Q8_0, q8_0(FFN * HIDDEN));
+    }
+    w.tensor("blk.0.attn_v.weight", &[KV_HEADS * HEAD_DIM, HIDDEN], GgmlType::Q8_0, q8_0(KV_HEADS * HEAD_DIM * HIDDEN))
         .tensor("blk.0.attn_output.weight", &[HIDDEN, HIDDEN], GgmlType::Q8_0, q8_0(HIDDEN * HIDDEN))
         .tensor_f32("blk.0.ffn_norm.weight", &[HIDDEN], &[0.5; HIDDEN])
-        .tensor("blk.0.ffn_gate.weight", &[FFN, HIDDEN], GgmlType::Q8_0, q8_0(FFN * HIDDEN))
-        .tensor("blk.0.ffn_up.weight", &[FFN, HIDDEN], GgmlType::Q8_0, q8_0(FFN * HIDDEN))
         .tensor("blk.0.ffn_down.weight", &[HIDDEN, FFN], GgmlType::Q8_0, q8_0(FFN * HIDDEN))
         .tensor_f32("output_norm.weight", &[HIDDEN], &[2.0; HIDDEN])
         .tensor_f32("rope_freqs.weight", &[HEAD_DIM / 2], &[1.0; HEAD_DIM / 2]);
@@ -245,4 +275,88 @@ fn a_q_projection_that_does_not_split_into_heads_is_an_error() {
         );
         assert!(!dir.path().join("x.ember").exists());
     }
+}
+
+/// The HF-layout values of every tensor of `gguf`, as `GgufFile::dequantize` gives them (Q/K
+/// rows un-permuted), keyed by HF name.
+fn gguf_values(gguf: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    let file = ember_gguf::GgufFile::open(gguf).unwrap();
+    let mut out = std::collections::HashMap::new();
+    for t in file.tensors() {
+        let mut v = file.dequantize(&t.name).unwrap();
+        let heads = match t.name.as_str() {
+            "blk.0.attn_q.weight" => Some(HEADS),
+            "blk.0.attn_k.weight" => Some(KV_HEADS),
+            _ => None,
+        };
+        if let Some(h) = heads {
+            v = ember_gguf::unpermute_qk(&v, t.shape[0], t.shape[1], h);
+        }
+        out.insert(ember_gguf::names::hf_name_for("llama", &t.name).unwrap_or(t.name.clone()), v);
+    }
+    out
+}
+
+/// `Q4_0`/`Q4_1` tensors keep their own codes under `--scheme int4` (and for every scheme with
+/// `--gguf-codes native`): the container decodes to exactly the GGUF's values, Q/K rows
+/// un-permuted. Re-quantizing them (`--gguf-codes dequantize`) does not.
+#[test]
+fn q4_tensors_keep_their_codes_and_decode_to_the_gguf_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("q4.gguf");
+    synthetic_gguf_with(&input, &[HIDDEN, HIDDEN], true);
+    let want = gguf_values(&input);
+    let q4_names = [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.up_proj.weight",
+    ];
+    let decoded = |packed: &Path| {
+        let back = packed.with_extension("safetensors");
+        ok(&["verify", s(packed)]);
+        ok(&["decompress", s(packed), "-o", s(&back)]);
+        let bytes = std::fs::read(&back).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        q4_names
+            .iter()
+            .map(|n| {
+                let t = st.tensor(n).unwrap();
+                assert_eq!(t.dtype(), StDtype::F32, "{n}: kept codes decode to f32");
+                f32s(t.data())
+            })
+            .collect::<Vec<_>>()
+    };
+    for (scheme, codes) in [("int4", "auto"), ("lossless", "native"), ("int8", "native")] {
+        let packed = dir.path().join(format!("{scheme}-{codes}.ember"));
+        let args =
+            ["compress", s(&input), "-o", s(&packed), "--scheme", scheme, "--gguf-codes", codes, "--min-elems", "16"];
+        let out = ok(&args);
+        let summary = String::from_utf8_lossy(&out.stderr);
+        assert!(summary.contains("4 of them kept as their GGUF Q4 codes"), "{scheme}: {summary}");
+        for (name, got) in q4_names.iter().zip(decoded(&packed)) {
+            let exact = got.iter().zip(&want[*name]).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(exact, "{scheme}/{codes}: {name} does not decode to the GGUF's values");
+        }
+        // Stored as int4 codes: a 4-bit code and ~1/8 of a scale per element.
+        let info = String::from_utf8_lossy(&ok(&["inspect", s(&packed)]).stdout).to_string();
+        let q_line = info.lines().find(|l| l.contains("q_proj")).unwrap_or_default().to_string();
+        assert!(q_line.contains("int4"), "{scheme}: {q_line}");
+    }
+    // Dequantized to BF16 and re-quantized onto ember's grid: no longer the GGUF's values.
+    let packed = dir.path().join("requantized.ember");
+    let out = ok(&["compress", s(&input), "-o", s(&packed), "--scheme", "int4", "--gguf-codes", "dequantize"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("kept as"));
+    let back = dir.path().join("requantized.safetensors");
+    ok(&["decompress", s(&packed), "-o", s(&back)]);
+    let bytes = std::fs::read(&back).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(q4_names[2]).unwrap();
+    assert_eq!(t.dtype(), StDtype::BF16);
+    let got: Vec<f32> = t.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+    assert!(got.iter().zip(&want[q4_names[2]]).any(|(a, b)| a != b), "re-quantizing should move some value");
+    // `lossless` keeps dequantizing by default.
+    let packed = dir.path().join("lossless.ember");
+    let out = ok(&["compress", s(&input), "-o", s(&packed)]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("kept as"));
 }

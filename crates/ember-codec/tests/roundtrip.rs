@@ -1,7 +1,9 @@
 //! Property tests: every scheme round-trips (bit-exact, or within its quantisation error) over
 //! random shapes, tile sizes, lane counts and special values.
 
-use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+use ember_codec::{
+    encode_int4_codes, encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, Int4Codes, SchemeKind,
+};
 use proptest::prelude::*;
 
 fn float_bytes(dtype: Dtype, n: usize, seed: u64, specials: bool) -> Vec<u8> {
@@ -53,6 +55,42 @@ fn opts_strategy() -> impl Strategy<Value = EncodeOptions> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Codes quantised elsewhere (a GGUF's Q4 blocks) decode to exactly `(q − 8) · d` or
+    /// `q · d + m` with the stored f16 scale and minimum: nothing is re-quantised.
+    #[test]
+    fn int4_codes_decode_to_their_own_values(
+        shape in shape_strategy(),
+        opts in opts_strategy(),
+        block in 1u32..70,
+        asymmetric in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let n: u64 = shape.iter().product();
+        let (rows, cols) = ember_codec::tile::rows_cols(&shape);
+        let blocks = (rows * cols.div_ceil(block as u64)) as usize;
+        let mix = |i: u64| (i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        let codes: Vec<u8> = (0..n).map(|i| (mix(i) % 16) as u8).collect();
+        let per = if asymmetric { 2 } else { 1 };
+        // Arbitrary f16 bit patterns, subnormals, infinities and NaNs included: kept as they are.
+        let scales: Vec<u8> = (0..blocks * per).flat_map(|k| (mix(k as u64 + n) as u16).to_le_bytes()).collect();
+        let source = Int4Codes { codes: &codes, scales: &scales, block, asymmetric };
+        let t = encode_int4_codes("w", &shape, source, &opts).unwrap();
+        prop_assert_eq!(t.dtype, Dtype::F32);
+        let (_dir, c) = write_and_open(vec![t]);
+        let got = c.decode(c.get("w").unwrap()).unwrap().to_f32().unwrap();
+        let f16_at = |k: usize| half::f16::from_le_bytes([scales[2 * k], scales[2 * k + 1]]).to_f32();
+        let cols = cols.max(1) as usize;
+        for (i, (&g, &q)) in got.iter().zip(&codes).enumerate() {
+            let b = i / cols * cols.div_ceil(block as usize) + i % cols / block as usize;
+            let want = if asymmetric {
+                q as f32 * f16_at(2 * b) + f16_at(2 * b + 1)
+            } else {
+                (q as i32 - 8) as f32 * f16_at(b)
+            };
+            prop_assert_eq!(g.to_bits(), want.to_bits(), "element {} of {:?}", i, shape);
+        }
+    }
 
     #[test]
     fn lossless_is_bit_exact(
@@ -221,4 +259,29 @@ fn joint_coding_is_bit_exact_over_special_values() {
         let (_dir, c) = write_and_open(vec![t]);
         assert!(c.decode(c.get("w").unwrap()).unwrap().data == data, "{dtype}: round trip differs");
     }
+}
+
+/// Codes and scales that do not fit the shape, or codes that are not 4-bit, are errors naming
+/// the tensor.
+#[test]
+fn int4_codes_that_do_not_fit_are_errors() {
+    let opts = EncodeOptions::default();
+    let codes = vec![3u8; 64];
+    let scales = vec![0u8; 4];
+    let ok = Int4Codes { codes: &codes, scales: &scales, block: 32, asymmetric: false };
+    assert!(encode_int4_codes("w", &[2, 32], ok, &opts).is_ok());
+    let cases = [
+        (Int4Codes { codes: &codes[..63], ..ok }, "63 codes"),
+        (Int4Codes { scales: &scales[..2], ..ok }, "bytes of scales"),
+        (Int4Codes { asymmetric: true, ..ok }, "bytes of scales"),
+        (Int4Codes { block: 0, ..ok }, "at least 1"),
+    ];
+    for (bad, want) in cases {
+        let e = encode_int4_codes("layer.w", &[2, 32], bad, &opts).unwrap_err().to_string();
+        assert!(e.contains("layer.w") && e.contains(want), "{e}");
+    }
+    let mut big = codes.clone();
+    big[5] = 16;
+    let e = encode_int4_codes("layer.w", &[2, 32], Int4Codes { codes: &big, ..ok }, &opts).unwrap_err().to_string();
+    assert!(e.contains("element 5"), "{e}");
 }

@@ -10,6 +10,7 @@
 //! The README's example, compiled as a doctest:
 #![doc = include_str!("../README.md")]
 
+pub mod codes;
 mod cursor;
 pub mod dequant;
 mod error;
@@ -24,6 +25,7 @@ pub mod tokenizer;
 #[cfg(feature = "writer")]
 mod writer;
 
+pub use codes::Q4Codes;
 pub use error::GgufError;
 pub use fetch::FetchError;
 pub use file::{GgufFile, TensorInfo};

@@ -3,7 +3,8 @@
 //! a head instead. [`unpermute_qk`] undoes the reordering so HF-layout RoPE can be used.
 
 /// Undoes `convert_hf_to_gguf.py`'s `permute(w, n_head)` on a row-major `rows × cols` matrix
-/// (a bias is `rows × 1`). Pass the query head count for `attn_q` and the KV head count for
+/// (a bias is `rows × 1`) of any element type (values, or the codes and per-row scales of a
+/// quantized tensor). Pass the query head count for `attn_q` and the KV head count for
 /// `attn_k`.
 ///
 /// Within each head of `rows / n_head` rows, GGUF row `2 i + j` (`i` < half, `j` ∈ {0, 1}) is HF
@@ -12,7 +13,7 @@
 /// # Panics
 /// If `data.len() != rows * cols` or `rows` is not a multiple of `2 * n_head`: both are
 /// programming errors (the caller checked the tensor shape against the hyper-parameters).
-pub fn unpermute_qk(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+pub fn unpermute_qk<T: Copy + Default>(data: &[T], rows: usize, cols: usize, n_head: usize) -> Vec<T> {
     assert_eq!(data.len(), rows * cols, "unpermute_qk: {} values for {rows} x {cols}", data.len());
     assert!(
         n_head > 0 && rows.is_multiple_of(2 * n_head),
@@ -20,7 +21,7 @@ pub fn unpermute_qk(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Ve
     );
     let head_dim = rows / n_head;
     let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..n_head {
         for i in 0..half {
             for j in 0..2 {

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use ember_codec::{encode_tensor, ContainerWriter, EncodeOptions, SchemeKind};
+use ember_codec::{encode_int4_codes, encode_tensor, ContainerWriter, EncodeOptions, SchemeKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use regex::Regex;
 
 use super::{human_bytes, thread_pool};
-use crate::gguf_source::GgufDtype;
-use crate::source::{Input, SourceTensor};
+use crate::gguf_source::{GgufCodes, GgufDtype};
+use crate::source::Input;
 
 /// The scheme asked for on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -77,27 +77,33 @@ pub struct Args {
     /// The float type GGUF tensors are dequantized to before coding.
     #[arg(long, value_enum, default_value = "bf16")]
     gguf_dtype: GgufDtype,
+    /// Which GGUF `Q4_0`/`Q4_1` tensors keep their own codes and scales (stored `int4`, decoding
+    /// to exactly the GGUF's values) instead of being dequantized to `--gguf-dtype`.
+    #[arg(long, value_enum, default_value = "auto")]
+    gguf_codes: GgufCodes,
 }
 
 /// Which scheme a tensor gets: the requested one if it is selected and a float; quantised
 /// schemes only for matrices (vectors such as norms and biases fall back to `lossless`, since a
 /// per-row scale of a 1-D tensor would be one scale for everything); else `raw`.
 fn scheme_for(
-    t: &SourceTensor,
+    name: &str,
+    dtype: ember_codec::Dtype,
+    shape: &[u64],
     want: SchemeKind,
     a: &Args,
     include: &Option<Regex>,
     exclude: &Option<Regex>,
 ) -> SchemeKind {
-    let n: u64 = t.shape.iter().product();
-    let selected = include.as_ref().is_none_or(|r| r.is_match(t.name))
-        && !exclude.as_ref().is_some_and(|r| r.is_match(t.name))
+    let n: u64 = shape.iter().product();
+    let selected = include.as_ref().is_none_or(|r| r.is_match(name))
+        && !exclude.as_ref().is_some_and(|r| r.is_match(name))
         && n >= a.min_elems;
-    if !selected || t.dtype.float_layout().is_none() {
+    if !selected || dtype.float_layout().is_none() {
         return SchemeKind::Raw;
     }
     match want {
-        SchemeKind::Int8 | SchemeKind::Int4 if t.shape.len() < 2 => SchemeKind::Lossless,
+        SchemeKind::Int8 | SchemeKind::Int4 if shape.len() < 2 => SchemeKind::Lossless,
         other => other,
     }
 }
@@ -135,25 +141,45 @@ pub fn run(a: Args) -> Result<()> {
         writer.set_metadata(key, value);
     }
     let mut per_scheme: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut kept = 0usize;
+    let kept_codes = &mut kept;
     // One tensor at a time (memory bounded by the largest), its tiles coded on the pool.
     pool.install(|| -> Result<()> {
-        source.for_each_tensor(|t| {
-            let kind = scheme_for(&t, want, &a, &include, &exclude);
+        // GGUF `Q4_0`/`Q4_1` matrices selected for a scheme that keeps codes come as codes.
+        let keep_codes = |name: &str, shape: &[u64]| {
+            let kind = scheme_for(name, a.gguf_dtype.dtype(), shape, want, &a, &include, &exclude);
+            shape.len() >= 2 && a.gguf_codes.keeps_for(kind)
+        };
+        source.for_each_tensor(keep_codes, |t| {
             bar.set_message(t.name.to_string());
-            // A tiny tensor that lossless coding would grow comes back `raw`
-            // (`EncodeOptions::raw_if_smaller`).
-            let encoded = encode_tensor(t.name, t.dtype, t.shape, t.data, kind, &opts)
-                .with_context(|| format!("{}", a.input.display()))?;
+            let n: u64 = t.shape.iter().product();
+            let (encoded, source_bytes) = match t.int4 {
+                Some(codes) => {
+                    *kept_codes += 1;
+                    let encoded = encode_int4_codes(t.name, t.shape, codes, &opts);
+                    (encoded, n * a.gguf_dtype.dtype().size() as u64)
+                }
+                None => {
+                    let kind = scheme_for(t.name, t.dtype, t.shape, want, &a, &include, &exclude);
+                    // A tiny tensor that lossless coding would grow comes back `raw`
+                    // (`EncodeOptions::raw_if_smaller`).
+                    (encode_tensor(t.name, t.dtype, t.shape, t.data, kind, &opts), t.data.len() as u64)
+                }
+            };
+            let encoded = encoded.with_context(|| format!("{}", a.input.display()))?;
             *per_scheme.entry(encoded.scheme.kind().name()).or_default() += 1;
             writer.add(encoded)?;
-            bar.inc(t.data.len() as u64);
+            bar.inc(source_bytes);
             Ok(())
         })
     })?;
     let file_bytes = writer.finish()?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    let schemes: Vec<String> = per_scheme.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let mut schemes: Vec<String> = per_scheme.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    if kept > 0 {
+        schemes.push(format!("{kept} of them kept as their GGUF Q4 codes"));
+    }
     eprintln!(
         "{} tensors ({}): {} -> {} ({:.2}% of the original) in {secs:.2} s, {:.1} MB/s",
         source.len(),

@@ -20,7 +20,7 @@ use crate::tile::{plan_tiles, write_coded_tile, LaneTable, TileSpan, DEFAULT_TIL
 
 pub(crate) use lossless::check_symbols;
 pub use lossless::LosslessDecoder;
-pub use quant::{QuantDecoder, QuantKind};
+pub use quant::{encode_int4_codes, Int4Codes, QuantDecoder, QuantKind};
 
 /// The scheme a caller asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use super::{code_tiles, par_histogram, EncodeOptions, EncodedTensor, Scheme, Sch
 use crate::dtype::Dtype;
 use crate::entropy::order0_bits;
 use crate::rans::{decode_lanes, DecodeTable, FrequencyTable, LaneOutput};
-use crate::tile::{read_coded_tile, rows_cols, LaneTable, TileSpan};
+use crate::tile::{plan_tiles, read_coded_tile, rows_cols, LaneTable, TileSpan};
 
 fn finite_values(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, String> {
     let n = data.len() / dtype.size();
@@ -101,15 +101,37 @@ pub(super) fn encode(
             }
         }
     }
-    let alphabet = if kind == SchemeKind::Int8 { 256 } else { 16 };
+    let quant = match kind {
+        SchemeKind::Int8 => QuantKind::Int8,
+        _ if opts.int4_asymmetric => QuantKind::Int4Asymmetric { block: opts.int4_block as usize },
+        _ => QuantKind::Int4Symmetric { block: opts.int4_block as usize },
+    };
+    code_quantised(name, dtype, shape, spans, quant, &codes, scales, opts)
+}
+
+/// Codes `codes` (one per element) through rANS and stores `scales` as the side data: the part
+/// of quantisation shared by [`encode`] and [`encode_int4_codes`].
+#[allow(clippy::too_many_arguments)]
+fn code_quantised(
+    name: &str,
+    dtype: Dtype,
+    shape: &[u64],
+    spans: &[TileSpan],
+    kind: QuantKind,
+    codes: &[u8],
+    scales: Vec<u8>,
+    opts: &EncodeOptions,
+) -> Result<EncodedTensor, String> {
+    let alphabet = if kind == QuantKind::Int8 { 256 } else { 16 };
     let counts = par_histogram(codes.len(), alphabet, |i| codes[i]);
     let (coder, tiles) = code_tiles(spans, &counts, opts, |span| TileSymbols {
         symbols: codes[span.start as usize..(span.start + span.count) as usize].to_vec(),
         raw: Vec::new(),
     })?;
     let scheme = match kind {
-        SchemeKind::Int8 => Scheme::Int8 { coder },
-        _ => Scheme::Int4 { coder, block: opts.int4_block, asymmetric: opts.int4_asymmetric },
+        QuantKind::Int8 => Scheme::Int8 { coder },
+        QuantKind::Int4Symmetric { block } => Scheme::Int4 { coder, block: block as u32, asymmetric: false },
+        QuantKind::Int4Asymmetric { block } => Scheme::Int4 { coder, block: block as u32, asymmetric: true },
     };
     Ok(EncodedTensor {
         name: name.into(),
@@ -120,6 +142,62 @@ pub(super) fn encode(
         entropy_bound_bytes: (order0_bits(&counts) / 8.0).ceil() as u64 + scales.len() as u64,
         scales: Some(scales),
     })
+}
+
+/// A tensor quantised elsewhere — a GGUF's `Q4_0` or `Q4_1` blocks — in the `int4` layout: one
+/// code (`0..16`) per element in row-major order, and per block along the last dimension its
+/// `f16` scale (symmetric: `(code − 8) · scale`, which is `Q4_0`) or its `f16` scale then `f16`
+/// minimum (asymmetric: `code · scale + min`, which is `Q4_1`), little-endian.
+#[derive(Clone, Copy, Debug)]
+pub struct Int4Codes<'a> {
+    /// One code per element.
+    pub codes: &'a [u8],
+    /// The blocks' side data, as [`QuantKind::scales_len`] sizes it.
+    pub scales: &'a [u8],
+    /// Block length along the last dimension.
+    pub block: u32,
+    /// Whether blocks carry a minimum.
+    pub asymmetric: bool,
+}
+
+/// Encodes already quantised int4 codes as they are: no value is re-quantised, so the tensor
+/// decodes to exactly what its source dequantizes to (the int4 arithmetic is `Q4_0`'s and
+/// `Q4_1`'s, operation for operation). The tensor is stored as `F32`, the type those values
+/// have. Fails when the lengths do not match `shape`, a code is 16 or more, or the block is 0.
+pub fn encode_int4_codes(
+    name: &str,
+    shape: &[u64],
+    source: Int4Codes<'_>,
+    opts: &EncodeOptions,
+) -> crate::Result<EncodedTensor> {
+    let err = |reason: String| crate::CodecError::Encode { tensor: name.to_string(), reason };
+    let n = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
+    if source.block == 0 {
+        return Err(err("int4 block length must be at least 1".into()));
+    }
+    if !opts.lanes.is_power_of_two() || opts.lanes > crate::tile::MAX_LANES {
+        return Err(err(format!("lanes must be a power of two up to {}, got {}", crate::tile::MAX_LANES, opts.lanes)));
+    }
+    if source.codes.len() as u64 != n {
+        return Err(err(format!("{} codes for shape {shape:?} ({n} elements)", source.codes.len())));
+    }
+    let block = source.block as usize;
+    let kind = if source.asymmetric { QuantKind::Int4Asymmetric { block } } else { QuantKind::Int4Symmetric { block } };
+    let want = kind.scales_len(shape);
+    if source.scales.len() as u64 != want {
+        return Err(err(format!("{} bytes of scales for shape {shape:?}, expected {want}", source.scales.len())));
+    }
+    if let Some(i) = source.codes.iter().position(|&c| c >= 16) {
+        return Err(err(format!("code {} of element {i} is not a 4-bit code", source.codes[i])));
+    }
+    let spans = plan_tiles(shape, opts.tile_elems as u64, source.block as u64);
+    let mut out = code_quantised(name, Dtype::F32, shape, &spans, kind, source.codes, source.scales.to_vec(), opts)
+        .map_err(err)?;
+    super::pad_to_min_payload(&mut out, n);
+    Ok(out)
 }
 
 /// Which quantised scheme a [`QuantDecoder`] decodes.
