@@ -74,6 +74,8 @@ pub enum KernelScheme {
     RawF16 = 7,
     /// `raw` F32.
     RawF32 = 8,
+    /// `int8` with per-block `f16` scales (format version 3).
+    Int8Blocks = 9,
 }
 
 impl KernelScheme {
@@ -83,7 +85,8 @@ impl KernelScheme {
             (Scheme::Lossless { .. }, Dtype::BF16) => Self::LosslessBf16,
             (Scheme::Lossless { .. }, Dtype::F16) => Self::LosslessF16,
             (Scheme::Lossless { .. }, Dtype::F32) => Self::LosslessF32,
-            (Scheme::Int8 { .. }, _) => Self::Int8,
+            (Scheme::Int8 { block: None, .. }, _) => Self::Int8,
+            (Scheme::Int8 { block: Some(_), .. }, _) => Self::Int8Blocks,
             (Scheme::Int4 { asymmetric: false, .. }, _) => Self::Int4Symmetric,
             (Scheme::Int4 { asymmetric: true, .. }, _) => Self::Int4Asymmetric,
             (Scheme::Raw, Dtype::BF16) => Self::RawBf16,
@@ -225,7 +228,7 @@ impl DecodeBatch {
             batch.scales.extend(words(file.scales_bytes(t)?));
             let (_, cols) = rows_cols(&t.shape);
             let block = match t.scheme {
-                Scheme::Int4 { block, .. } => block,
+                Scheme::Int4 { block, .. } | Scheme::Int8 { block: Some(block), .. } => block,
                 _ => 1,
             };
             let offset = batch.output_elements;

@@ -56,10 +56,11 @@ fn build_decoder(tables: &[u32], scheme: KernelScheme, lanes: usize, d: &[u32]) 
         KernelScheme::LosslessBf16 => lossless(Dtype::BF16)?,
         KernelScheme::LosslessF16 => lossless(Dtype::F16)?,
         KernelScheme::LosslessF32 => lossless(Dtype::F32)?,
-        KernelScheme::Int8 | KernelScheme::Int4Symmetric | KernelScheme::Int4Asymmetric => {
+        KernelScheme::Int8 | KernelScheme::Int8Blocks | KernelScheme::Int4Symmetric | KernelScheme::Int4Asymmetric => {
             let block = d[desc::BLOCK] as usize;
             let kind = match scheme {
                 KernelScheme::Int8 => QuantKind::Int8,
+                KernelScheme::Int8Blocks => QuantKind::Int8Blocks { block },
                 KernelScheme::Int4Symmetric => QuantKind::Int4Symmetric { block },
                 _ => QuantKind::Int4Asymmetric { block },
             };

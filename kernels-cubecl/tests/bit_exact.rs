@@ -3,7 +3,10 @@
 //! The same batches also run through the op on Burn's Flex CPU backend.
 
 use burn::tensor::{DType, Device, Tensor};
-use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+use ember_codec::schemes::QuantKind;
+use ember_codec::{
+    encode_quant_codes, encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, QuantCodes, SchemeKind,
+};
 use ember_kernels::batch::DecodeBatch;
 use ember_kernels::op::decode_batch;
 
@@ -23,6 +26,19 @@ struct Case {
     shape: Vec<u64>,
     scheme: SchemeKind,
     opts: EncodeOptions,
+    /// Codes quantised elsewhere (block-scaled int8), encoded as they are.
+    codes: Option<QuantKind>,
+}
+
+/// Codes and f16 scales of a tensor quantised elsewhere (GGUF `Q8_0`-style int8 blocks): every
+/// `i8` code, -128 included, and finite scales that vary from block to block.
+fn block_codes(kind: QuantKind, shape: &[u64], seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let n: u64 = shape.iter().product();
+    let codes = (0..n).map(|i| ((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8).collect();
+    let blocks = kind.scales_len(shape) / 2;
+    let scales =
+        (0..blocks).flat_map(|b| half::f16::from_f32(0.001 + (b % 29) as f32 * 0.0017).to_le_bytes()).collect();
+    (codes, scales)
 }
 
 fn cases() -> Vec<Case> {
@@ -58,9 +74,21 @@ fn cases() -> Vec<Case> {
                         shape: shape.clone(),
                         scheme,
                         opts,
+                        codes: None,
                     });
                 }
             }
+        }
+        for lanes in [32u32, 4] {
+            let opts = EncodeOptions { tile_elems: tile, lanes, raw_if_smaller: false, ..EncodeOptions::default() };
+            out.push(Case {
+                name: format!("int8-blocks-{lanes}-{k}"),
+                dtype: Dtype::F32,
+                shape: shape.clone(),
+                scheme: SchemeKind::Int8,
+                opts,
+                codes: Some(QuantKind::Int8Blocks { block: 16 }),
+            });
         }
     }
     out
@@ -74,6 +102,13 @@ fn write(cases: &[Case], dir: &std::path::Path) -> (Container, Vec<Vec<u8>>) {
         let n: u64 = c.shape.iter().product();
         let lossy = matches!(c.scheme, SchemeKind::Int8 | SchemeKind::Int4);
         let data = float_bytes(c.dtype, n as usize, i as u64 + 7, !lossy);
+        if let Some(kind) = c.codes {
+            let (codes, scales) = block_codes(kind, &c.shape, i as u64);
+            let source = QuantCodes { kind, codes: &codes, scales: &scales };
+            w.add(encode_quant_codes(&c.name, &c.shape, source, &c.opts).unwrap()).unwrap();
+            originals.push(Vec::new());
+            continue;
+        }
         w.add(encode_tensor(&c.name, c.dtype, &c.shape, &data, c.scheme, &c.opts).unwrap()).unwrap();
         originals.push(data);
     }

@@ -4,7 +4,10 @@
 //! a reordered f32 sum keeps.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+use ember_codec::schemes::QuantKind;
+use ember_codec::{
+    encode_quant_codes, encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, QuantCodes, SchemeKind,
+};
 use ember_kernels::fused::cpu::{matmul_w, matmul_wt, CpuPath, StridedF32};
 use ember_kernels::fused::form::{FastCodes, FastWeight};
 use ember_kernels::fused::op::{FusedWeight, Orientation};
@@ -16,6 +19,19 @@ struct Case {
     cols: usize,
     scheme: SchemeKind,
     opts: EncodeOptions,
+    /// Codes quantised elsewhere (block-scaled int8), encoded as they are.
+    codes: Option<QuantKind>,
+}
+
+/// Codes and f16 scales of a tensor quantised elsewhere (GGUF `Q8_0`-style int8 blocks): every
+/// `i8` code, -128 included, and finite scales that vary from block to block.
+fn block_codes(kind: QuantKind, shape: &[u64], seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let n: u64 = shape.iter().product();
+    let codes = (0..n).map(|i| ((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8).collect();
+    let blocks = kind.scales_len(shape) / 2;
+    let scales =
+        (0..blocks).flat_map(|b| half::f16::from_f32(0.001 + (b % 29) as f32 * 0.0017).to_le_bytes()).collect();
+    (codes, scales)
 }
 
 fn cases() -> Vec<Case> {
@@ -35,9 +51,29 @@ fn cases() -> Vec<Case> {
                     int4_asymmetric: k % 3 == 1,
                     raw_if_smaller: false,
                 };
-                out.push(Case { name: format!("{dtype}-{scheme}-{rows}x{cols}"), dtype, rows, cols, scheme, opts });
+                out.push(Case {
+                    name: format!("{dtype}-{scheme}-{rows}x{cols}"),
+                    dtype,
+                    rows,
+                    cols,
+                    scheme,
+                    opts,
+                    codes: None,
+                });
             }
         }
+        // GGUF `Q8_0`-style blocks of 32 (a multiple of the vector width) and of 12 (not).
+        let block = if k % 2 == 0 { 32 } else { 12 };
+        let opts = EncodeOptions { tile_elems: 96, raw_if_smaller: false, ..EncodeOptions::default() };
+        out.push(Case {
+            name: format!("int8-blocks{block}-{rows}x{cols}"),
+            dtype: Dtype::F32,
+            rows,
+            cols,
+            scheme: SchemeKind::Int8,
+            opts,
+            codes: Some(QuantKind::Int8Blocks { block }),
+        });
     }
     out
 }
@@ -73,6 +109,12 @@ fn write(cases: &[Case], dir: &std::path::Path) -> Container {
     for (i, c) in cases.iter().enumerate() {
         let data = weights(c.dtype, c.rows * c.cols, i as u64 + 3);
         let shape = [c.rows as u64, c.cols as u64];
+        if let Some(kind) = c.codes {
+            let (codes, scales) = block_codes(kind, &shape, i as u64);
+            let source = QuantCodes { kind, codes: &codes, scales: &scales };
+            w.add(encode_quant_codes(&c.name, &shape, source, &c.opts).unwrap()).unwrap();
+            continue;
+        }
         w.add(encode_tensor(&c.name, c.dtype, &shape, &data, c.scheme, &c.opts).unwrap()).unwrap();
     }
     w.finish().unwrap();

@@ -1,5 +1,5 @@
 //! GGUF input for `ember compress`: every tensor dequantized to one float dtype (or, for
-//! `Q4_0`/`Q4_1` when asked, kept as its own codes and scales — [`GgufCodes`]), renamed to its
+//! `Q4_0`/`Q4_1`/`Q8_0`, kept as its own codes and scales — [`GgufCodes`]), renamed to its
 //! Hugging Face name, with llama.cpp's Q/K row permutation undone, so the container holds the same
 //! tensors, in the same layout, as one compressed from the HF checkpoint. What the GGUF carries
 //! besides weights (hyper-parameters, tokenizer, chat template) goes into the container metadata.
@@ -8,8 +8,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use ember_codec::{Dtype, Int4Codes};
-use ember_gguf::{names, unpermute_qk, GgmlType, GgufFile, LlamaHParams, Q4Codes, TensorInfo, Tokenizer};
+use ember_codec::schemes::QuantKind;
+use ember_codec::{Dtype, QuantCodes};
+use ember_gguf::{names, unpermute_qk, BlockCodes, GgmlType, GgufFile, LlamaHParams, TensorInfo, Tokenizer};
 
 use crate::source::SourceTensor;
 
@@ -45,13 +46,15 @@ impl GgufDtype {
 
 /// Which GGUF tensors keep their own quantized codes instead of being dequantized.
 ///
-/// A `Q4_0` or `Q4_1` tensor kept as its codes is stored as `int4` with the GGUF's own scales
-/// (and minima), so it decodes to exactly the `f32` values the GGUF dequantizes to; nothing is
-/// re-quantized. Other types (`Q8_0`, the k-quants) are dequantized whatever this says.
+/// A `Q4_0`/`Q4_1` matrix kept as its codes is stored as `int4`, a `Q8_0` one as `int8` with
+/// per-block scales, each with the GGUF's own `f16` scales (and minima), so it decodes to
+/// exactly the `f32` values the GGUF dequantizes to; nothing is re-quantized. The k-quants and
+/// the 5-bit types are dequantized whatever this says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GgufCodes {
-    /// Keep them for `--scheme int4` (re-quantizing 4-bit codes onto a new 4-bit grid loses
-    /// accuracy for nothing); dequantize for the other schemes.
+    /// Keep them where the scheme's grid is no finer than the source's: `Q4_0`/`Q4_1` for
+    /// `int4` and `int8`, `Q8_0` for `int8` (re-quantizing codes onto another grid as fine or
+    /// finer only adds error). `lossless` and `raw` dequantize; `int4` re-quantizes `Q8_0`.
     Auto,
     /// Keep them for every scheme but `raw`: the smallest container that is exact against the
     /// GGUF.
@@ -61,12 +64,18 @@ pub enum GgufCodes {
 }
 
 impl GgufCodes {
-    /// Whether a tensor coded with `scheme` keeps its codes.
-    pub fn keeps_for(self, scheme: ember_codec::SchemeKind) -> bool {
+    /// Whether a `source`-typed tensor coded with `scheme` keeps its codes.
+    pub fn keeps_for(self, scheme: ember_codec::SchemeKind, source: GgmlType) -> bool {
         use ember_codec::SchemeKind;
+        let q4 = matches!(source, GgmlType::Q4_0 | GgmlType::Q4_1);
+        let q8 = source == GgmlType::Q8_0;
         match self {
-            GgufCodes::Auto => scheme == SchemeKind::Int4,
-            GgufCodes::Native => scheme != SchemeKind::Raw,
+            GgufCodes::Auto => match scheme {
+                SchemeKind::Int4 => q4,
+                SchemeKind::Int8 => q4 || q8,
+                _ => false,
+            },
+            GgufCodes::Native => scheme != SchemeKind::Raw && (q4 || q8),
             GgufCodes::Dequantize => false,
         }
     }
@@ -180,31 +189,38 @@ impl GgufSource {
     }
 
     /// Hands each tensor to `f` in file order (one tensor in memory at a time): as its own
-    /// `Q4_0`/`Q4_1` codes when `keep_codes(name, shape)` says so and the tensor is a matrix of
-    /// that type whose values need no shift, else dequantized to the chosen dtype.
+    /// `Q4_0`/`Q4_1`/`Q8_0` codes when it is a matrix of one of those types whose values need no
+    /// shift and `keep_codes(name, shape, type)` says so, else dequantized to the chosen dtype.
     pub fn for_each_tensor(
         &self,
-        keep_codes: impl Fn(&str, &[u64]) -> bool,
+        keep_codes: impl Fn(&str, &[u64], GgmlType) -> bool,
         mut f: impl FnMut(SourceTensor<'_>) -> Result<()>,
     ) -> Result<()> {
         for e in &self.entries {
             let t = &self.file.tensors()[e.index];
             let rows = t.shape.first().copied().unwrap_or(1).max(1);
-            let quantized_matrix = matches!(t.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1) && t.shape.len() == 2;
-            if quantized_matrix && e.shift == 0.0 && keep_codes(&e.name, &e.shape) {
-                if let Some(mut codes) = self.file.q4_codes(&t.name)? {
+            let blocks = matches!(t.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0);
+            if blocks && t.shape.len() == 2 && e.shift == 0.0 && keep_codes(&e.name, &e.shape, t.ggml_type) {
+                if let Some(mut codes) = self.file.block_codes(&t.name)? {
                     if let Some(heads) = e.unpermute_heads {
                         codes
                             .unpermute_rows(rows, heads)
                             .with_context(|| format!("{}: tensor `{}`", self.file.path().display(), t.name))?;
                     }
-                    let int4 = Int4Codes {
-                        codes: &codes.codes,
-                        scales: &codes.scales,
-                        block: Q4Codes::BLOCK as u32,
-                        asymmetric: codes.asymmetric,
+                    let block = BlockCodes::BLOCK;
+                    let kind = match codes.ggml_type {
+                        GgmlType::Q8_0 => QuantKind::Int8Blocks { block },
+                        GgmlType::Q4_1 => QuantKind::Int4Asymmetric { block },
+                        _ => QuantKind::Int4Symmetric { block },
                     };
-                    f(SourceTensor { name: &e.name, dtype: Dtype::F32, shape: &e.shape, data: &[], int4: Some(int4) })?;
+                    let quant = QuantCodes { kind, codes: &codes.codes, scales: &codes.scales };
+                    f(SourceTensor {
+                        name: &e.name,
+                        dtype: Dtype::F32,
+                        shape: &e.shape,
+                        data: &[],
+                        codes: Some(quant),
+                    })?;
                     continue;
                 }
             }
@@ -218,7 +234,7 @@ impl GgufSource {
             }
             let data = self.dtype.encode(&values);
             drop(values);
-            f(SourceTensor { name: &e.name, dtype: self.dtype.dtype(), shape: &e.shape, data: &data, int4: None })?;
+            f(SourceTensor { name: &e.name, dtype: self.dtype.dtype(), shape: &e.shape, data: &data, codes: None })?;
         }
         Ok(())
     }

@@ -23,9 +23,9 @@ pub struct SourceTensor<'a> {
     pub shape: &'a [u64],
     /// Its little-endian bytes (empty when it comes as `int4` codes).
     pub data: &'a [u8],
-    /// A GGUF tensor that keeps its own `Q4_0`/`Q4_1` codes and scales instead of being
+    /// A GGUF tensor that keeps its own `Q4_0`/`Q4_1`/`Q8_0` codes and scales instead of being
     /// dequantized (see [`crate::gguf_source::GgufCodes`]); `dtype` is then `F32`.
-    pub int4: Option<ember_codec::Int4Codes<'a>>,
+    pub codes: Option<ember_codec::QuantCodes<'a>>,
 }
 
 struct Shard {
@@ -178,7 +178,7 @@ impl Source {
             shape: &e.shape,
             // The range was validated by safetensors against this very map.
             data: &self.shards[e.shard].map[e.range.clone()],
-            int4: None,
+            codes: None,
         }
     }
 
@@ -264,12 +264,12 @@ impl Input {
         }
     }
 
-    /// Hands every tensor to `f`, in file order. A GGUF tensor for which `keep_codes(name,
-    /// shape)` holds and that is `Q4_0` or `Q4_1` comes as its own codes
-    /// ([`SourceTensor::int4`]); every other tensor comes as values.
+    /// Hands every tensor to `f`, in file order. A GGUF `Q4_0`/`Q4_1`/`Q8_0` matrix for which
+    /// `keep_codes(name, shape, type)` holds comes as its own codes ([`SourceTensor::codes`]);
+    /// every other tensor comes as values.
     pub fn for_each_tensor(
         &self,
-        keep_codes: impl Fn(&str, &[u64]) -> bool,
+        keep_codes: impl Fn(&str, &[u64], ember_gguf::GgmlType) -> bool,
         mut f: impl FnMut(SourceTensor<'_>) -> Result<()>,
     ) -> Result<()> {
         match self {

@@ -62,7 +62,7 @@ fn q4(n: usize, asymmetric: bool) -> Vec<u8> {
             if asymmetric {
                 block.extend(half::f16::from_f32(-0.04 - (b % 13) as f32 * 0.0007).to_le_bytes());
             }
-            block.extend((0..16).map(|i| ((b * 5 + i * 3) % 16 | ((b + i * 7) % 16) << 4) as u8));
+            block.extend((0..16).map(|i| (((b * 5 + i * 3) % 16) | (((b + i * 7) % 16) << 4)) as u8));
             block
         })
         .collect()
@@ -297,11 +297,12 @@ fn gguf_values(gguf: &Path) -> std::collections::HashMap<String, Vec<f32>> {
     out
 }
 
-/// `Q4_0`/`Q4_1` tensors keep their own codes under `--scheme int4` (and for every scheme with
-/// `--gguf-codes native`): the container decodes to exactly the GGUF's values, Q/K rows
-/// un-permuted. Re-quantizing them (`--gguf-codes dequantize`) does not.
+/// `Q4_0`/`Q4_1`/`Q8_0` matrices keep their own codes where the scheme's grid is no finer
+/// (`auto`: Q4 for int4, Q4 and Q8_0 for int8), and for every scheme with `--gguf-codes
+/// native`: the container decodes them to exactly the GGUF's values, Q/K rows un-permuted.
+/// Re-quantizing them (`--gguf-codes dequantize`) does not.
 #[test]
-fn q4_tensors_keep_their_codes_and_decode_to_the_gguf_values() {
+fn gguf_block_codes_are_kept_and_decode_to_the_gguf_values() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("q4.gguf");
     synthetic_gguf_with(&input, &[HIDDEN, HIDDEN], true);
@@ -312,49 +313,62 @@ fn q4_tensors_keep_their_codes_and_decode_to_the_gguf_values() {
         "model.layers.0.mlp.gate_proj.weight",
         "model.layers.0.mlp.up_proj.weight",
     ];
+    let q8_names = [
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.v_proj.weight",
+        "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ];
     let decoded = |packed: &Path| {
         let back = packed.with_extension("safetensors");
         ok(&["verify", s(packed)]);
         ok(&["decompress", s(packed), "-o", s(&back)]);
         let bytes = std::fs::read(&back).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        q4_names
-            .iter()
-            .map(|n| {
-                let t = st.tensor(n).unwrap();
-                assert_eq!(t.dtype(), StDtype::F32, "{n}: kept codes decode to f32");
-                f32s(t.data())
-            })
-            .collect::<Vec<_>>()
+        let mut out = std::collections::HashMap::new();
+        for n in q4_names.iter().chain(&q8_names) {
+            let t = st.tensor(n).unwrap();
+            let v: Vec<f32> = match t.dtype() {
+                StDtype::F32 => f32s(t.data()),
+                _ => t.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            };
+            out.insert(n.to_string(), v);
+        }
+        out
     };
-    for (scheme, codes) in [("int4", "auto"), ("lossless", "native"), ("int8", "native")] {
+    let exact = |got: &std::collections::HashMap<String, Vec<f32>>, name: &str| {
+        got[name].iter().zip(&want[name]).all(|(a, b)| a.to_bits() == b.to_bits())
+    };
+    let cases = [("int4", "auto", true, false), ("int8", "auto", true, true), ("lossless", "native", true, true)];
+    for (scheme, codes, q4_kept, q8_kept) in cases {
         let packed = dir.path().join(format!("{scheme}-{codes}.ember"));
         let args =
             ["compress", s(&input), "-o", s(&packed), "--scheme", scheme, "--gguf-codes", codes, "--min-elems", "16"];
         let out = ok(&args);
         let summary = String::from_utf8_lossy(&out.stderr);
-        assert!(summary.contains("4 of them kept as their GGUF Q4 codes"), "{scheme}: {summary}");
-        for (name, got) in q4_names.iter().zip(decoded(&packed)) {
-            let exact = got.iter().zip(&want[*name]).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(exact, "{scheme}/{codes}: {name} does not decode to the GGUF's values");
+        let kept = 4 * (q4_kept as usize + q8_kept as usize);
+        assert!(summary.contains(&format!("{kept} of them kept as their GGUF codes")), "{scheme}: {summary}");
+        let got = decoded(&packed);
+        for name in q4_names {
+            assert_eq!(exact(&got, name), q4_kept, "{scheme}/{codes}: {name}");
         }
-        // Stored as int4 codes: a 4-bit code and ~1/8 of a scale per element.
+        for name in q8_names {
+            assert_eq!(exact(&got, name), q8_kept, "{scheme}/{codes}: {name}");
+        }
+        // Stored as codes: int4 for Q4, block-scaled int8 for Q8_0.
         let info = String::from_utf8_lossy(&ok(&["inspect", s(&packed)]).stdout).to_string();
-        let q_line = info.lines().find(|l| l.contains("q_proj")).unwrap_or_default().to_string();
-        assert!(q_line.contains("int4"), "{scheme}: {q_line}");
+        let line = |n: &str| info.lines().find(|l| l.contains(n)).unwrap_or_default().to_string();
+        assert!(line("q_proj").contains("int4"), "{scheme}: {}", line("q_proj"));
+        if q8_kept {
+            assert!(line("o_proj").contains("int8"), "{scheme}: {}", line("o_proj"));
+        }
     }
     // Dequantized to BF16 and re-quantized onto ember's grid: no longer the GGUF's values.
     let packed = dir.path().join("requantized.ember");
     let out = ok(&["compress", s(&input), "-o", s(&packed), "--scheme", "int4", "--gguf-codes", "dequantize"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("kept as"));
-    let back = dir.path().join("requantized.safetensors");
-    ok(&["decompress", s(&packed), "-o", s(&back)]);
-    let bytes = std::fs::read(&back).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(q4_names[2]).unwrap();
-    assert_eq!(t.dtype(), StDtype::BF16);
-    let got: Vec<f32> = t.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
-    assert!(got.iter().zip(&want[q4_names[2]]).any(|(a, b)| a != b), "re-quantizing should move some value");
+    let got = decoded(&packed);
+    assert!(!exact(&got, q4_names[2]), "re-quantizing should move some value");
     // `lossless` keeps dequantizing by default.
     let packed = dir.path().join("lossless.ember");
     let out = ok(&["compress", s(&input), "-o", s(&packed)]);

@@ -39,7 +39,7 @@ pub mod tile;
 pub use container::{Container, ContainerWriter, DecodedTensor, TensorEntry};
 pub use dtype::Dtype;
 pub use error::{CodecError, Result};
-pub use schemes::{encode_int4_codes, encode_tensor, EncodeOptions, Int4Codes, Scheme, SchemeKind};
+pub use schemes::{encode_quant_codes, encode_tensor, EncodeOptions, QuantCodes, Scheme, SchemeKind};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -1,16 +1,22 @@
 //! Golden files: the format is frozen. Encoding fixed data must produce exactly the committed
-//! version-2 bytes, and both committed files — `v1.ember` (written by the version-1 encoder,
-//! exponent-only `lossless`) and `v2.ember` — must keep decoding to the same values. A deliberate
+//! version-2 and version-3 bytes, and the committed files — `v1.ember` (written by the version-1
+//! encoder, exponent-only `lossless`), `v2.ember` and `v3.ember` (block-scaled `int8`) — must keep
+//! decoding to the same values. A deliberate
 //! format change bumps the version and blesses a new file with
 //! `EMBER_BLESS=1 cargo test -p ember-codec --test golden`.
 
+use ember_codec::schemes::QuantKind;
 use ember_codec::synthetic::{to_bf16_bytes, to_f16_bytes, SplitMix};
-use ember_codec::{encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+use ember_codec::{
+    encode_quant_codes, encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, QuantCodes, SchemeKind,
+};
 
 /// Relative to the package root, where `cargo test` runs test binaries. Not
 /// `env!("CARGO_MANIFEST_DIR")`: that is fixed at compile time, and a target directory shared by
 /// two checkouts (CI reuses one) would keep pointing at the first.
 const GOLDEN: &str = "tests/golden/v2.ember";
+/// The version-3 file: `int8` codes with per-block `f16` scales (how GGUF `Q8_0` is kept).
+const GOLDEN_V3: &str = "tests/golden/v3.ember";
 /// The version-1 file, kept to prove that old files still read.
 const GOLDEN_V1: &str = "tests/golden/v1.ember";
 
@@ -135,4 +141,48 @@ fn check_golden(path: &str) {
     let row0_max = (0..10).map(|i| ((i as f32).sin() * 0.1).abs()).fold(0f32, f32::max);
     assert_eq!(q[0], 0.0);
     assert_eq!(q[8], 127.0 * (row0_max / 127.0) * if (8f32).sin() > 0.0 { 1.0 } else { -1.0 });
+}
+
+/// The codes and scales pinned in `v3.ember`: 2 rows of 40, blocks of 32 (the last one of each
+/// row 8 long), codes sweeping the whole `i8` range.
+fn v3_codes() -> (Vec<u8>, Vec<u8>) {
+    let codes: Vec<u8> = (0..80u32).map(|i| (i * 37 + 128) as u8).collect();
+    let scales: Vec<u8> =
+        [0.5f32, 0.25, 1.0 / 64.0, 3.0].iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+    (codes, scales)
+}
+
+fn encode_v3(path: &std::path::Path) {
+    let (codes, scales) = v3_codes();
+    let opts = EncodeOptions { tile_elems: 40, lanes: 4, prob_bits: 10, ..EncodeOptions::default() };
+    let mut w = ContainerWriter::create(path).unwrap();
+    w.set_metadata("producer", "ember golden test");
+    let source = QuantCodes { kind: QuantKind::Int8Blocks { block: 32 }, codes: &codes, scales: &scales };
+    w.add(encode_quant_codes("q8_0", &[2, 40], source, &opts).unwrap()).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn the_v3_golden_file_is_stable_and_decodes_q8_0_arithmetic() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.ember");
+    encode_v3(&fresh);
+    let fresh = std::fs::read(&fresh).unwrap();
+    if std::env::var_os("EMBER_BLESS").is_some() {
+        std::fs::write(GOLDEN_V3, &fresh).unwrap();
+    }
+    let golden = std::fs::read(GOLDEN_V3).expect("tests/golden/v3.ember (bless with EMBER_BLESS=1)");
+    assert!(fresh == golden, "the encoder's output changed: the .ember v3 format must stay stable");
+    assert_eq!(&golden[8..12], &3u32.to_le_bytes());
+    let c = Container::open(GOLDEN_V3).unwrap();
+    c.verify_checksums().unwrap();
+    let v = c.decode(c.get("q8_0").unwrap()).unwrap().to_f32().unwrap();
+    let (codes, _) = v3_codes();
+    let scale = [0.5f32, 0.25, 1.0 / 64.0, 3.0];
+    for (i, (&got, &q)) in v.iter().zip(&codes).enumerate() {
+        let b = i / 40 * 2 + i % 40 / 32;
+        assert_eq!(got, (q as i8) as f32 * scale[b], "element {i}");
+    }
+    // Pinned by hand: code 128 is -128, in block 0 (scale 0.5).
+    assert_eq!(v[0], -64.0);
 }

@@ -2,7 +2,8 @@
 //! random shapes, tile sizes, lane counts and special values.
 
 use ember_codec::{
-    encode_int4_codes, encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, Int4Codes, SchemeKind,
+    encode_quant_codes, encode_tensor, schemes::QuantKind, Container, ContainerWriter, Dtype, EncodeOptions,
+    QuantCodes, SchemeKind,
 };
 use proptest::prelude::*;
 
@@ -56,37 +57,38 @@ fn opts_strategy() -> impl Strategy<Value = EncodeOptions> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
-    /// Codes quantised elsewhere (a GGUF's Q4 blocks) decode to exactly `(q − 8) · d` or
-    /// `q · d + m` with the stored f16 scale and minimum: nothing is re-quantised.
+    /// Codes quantised elsewhere (a GGUF's Q4_0/Q4_1/Q8_0 blocks) decode to exactly
+    /// `(q − 8) · d`, `q · d + m` or `q · d` with the stored f16 scale and minimum: nothing is
+    /// re-quantised.
     #[test]
-    fn int4_codes_decode_to_their_own_values(
+    fn quant_codes_decode_to_their_own_values(
         shape in shape_strategy(),
         opts in opts_strategy(),
-        block in 1u32..70,
-        asymmetric in any::<bool>(),
+        block in 1usize..70,
+        which in 0u8..3,
         seed in any::<u64>(),
     ) {
         let n: u64 = shape.iter().product();
         let (rows, cols) = ember_codec::tile::rows_cols(&shape);
         let blocks = (rows * cols.div_ceil(block as u64)) as usize;
         let mix = |i: u64| (i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
-        let codes: Vec<u8> = (0..n).map(|i| (mix(i) % 16) as u8).collect();
-        let per = if asymmetric { 2 } else { 1 };
+        let kind = [QuantKind::Int4Symmetric { block }, QuantKind::Int4Asymmetric { block }, QuantKind::Int8Blocks { block }][which as usize];
+        let codes: Vec<u8> = (0..n).map(|i| (mix(i) % if which == 2 { 256 } else { 16 }) as u8).collect();
+        let per = if which == 1 { 2 } else { 1 };
         // Arbitrary f16 bit patterns, subnormals, infinities and NaNs included: kept as they are.
         let scales: Vec<u8> = (0..blocks * per).flat_map(|k| (mix(k as u64 + n) as u16).to_le_bytes()).collect();
-        let source = Int4Codes { codes: &codes, scales: &scales, block, asymmetric };
-        let t = encode_int4_codes("w", &shape, source, &opts).unwrap();
+        let t = encode_quant_codes("w", &shape, QuantCodes { kind, codes: &codes, scales: &scales }, &opts).unwrap();
         prop_assert_eq!(t.dtype, Dtype::F32);
         let (_dir, c) = write_and_open(vec![t]);
         let got = c.decode(c.get("w").unwrap()).unwrap().to_f32().unwrap();
         let f16_at = |k: usize| half::f16::from_le_bytes([scales[2 * k], scales[2 * k + 1]]).to_f32();
         let cols = cols.max(1) as usize;
         for (i, (&g, &q)) in got.iter().zip(&codes).enumerate() {
-            let b = i / cols * cols.div_ceil(block as usize) + i % cols / block as usize;
-            let want = if asymmetric {
-                q as f32 * f16_at(2 * b) + f16_at(2 * b + 1)
-            } else {
-                (q as i32 - 8) as f32 * f16_at(b)
+            let b = i / cols * cols.div_ceil(block) + i % cols / block;
+            let want = match which {
+                0 => (q as i32 - 8) as f32 * f16_at(b),
+                1 => q as f32 * f16_at(2 * b) + f16_at(2 * b + 1),
+                _ => (q as i8) as f32 * f16_at(b),
             };
             prop_assert_eq!(g.to_bits(), want.to_bits(), "element {} of {:?}", i, shape);
         }
@@ -264,24 +266,63 @@ fn joint_coding_is_bit_exact_over_special_values() {
 /// Codes and scales that do not fit the shape, or codes that are not 4-bit, are errors naming
 /// the tensor.
 #[test]
-fn int4_codes_that_do_not_fit_are_errors() {
+fn quant_codes_that_do_not_fit_are_errors() {
     let opts = EncodeOptions::default();
     let codes = vec![3u8; 64];
     let scales = vec![0u8; 4];
-    let ok = Int4Codes { codes: &codes, scales: &scales, block: 32, asymmetric: false };
-    assert!(encode_int4_codes("w", &[2, 32], ok, &opts).is_ok());
+    let ok = QuantCodes { kind: QuantKind::Int4Symmetric { block: 32 }, codes: &codes, scales: &scales };
+    assert!(encode_quant_codes("w", &[2, 32], ok, &opts).is_ok());
+    let q8 = QuantCodes { kind: QuantKind::Int8Blocks { block: 32 }, ..ok };
+    assert!(encode_quant_codes("w", &[2, 32], q8, &opts).is_ok());
     let cases = [
-        (Int4Codes { codes: &codes[..63], ..ok }, "63 codes"),
-        (Int4Codes { scales: &scales[..2], ..ok }, "bytes of scales"),
-        (Int4Codes { asymmetric: true, ..ok }, "bytes of scales"),
-        (Int4Codes { block: 0, ..ok }, "at least 1"),
+        (QuantCodes { codes: &codes[..63], ..ok }, "63 codes"),
+        (QuantCodes { scales: &scales[..2], ..ok }, "bytes of scales"),
+        (QuantCodes { kind: QuantKind::Int4Asymmetric { block: 32 }, ..ok }, "bytes of scales"),
+        (QuantCodes { kind: QuantKind::Int8Blocks { block: 0 }, ..ok }, "block length 0"),
     ];
     for (bad, want) in cases {
-        let e = encode_int4_codes("layer.w", &[2, 32], bad, &opts).unwrap_err().to_string();
+        let e = encode_quant_codes("layer.w", &[2, 32], bad, &opts).unwrap_err().to_string();
         assert!(e.contains("layer.w") && e.contains(want), "{e}");
     }
     let mut big = codes.clone();
     big[5] = 16;
-    let e = encode_int4_codes("layer.w", &[2, 32], Int4Codes { codes: &big, ..ok }, &opts).unwrap_err().to_string();
+    let e = encode_quant_codes("layer.w", &[2, 32], QuantCodes { codes: &big, ..ok }, &opts).unwrap_err().to_string();
     assert!(e.contains("element 5"), "{e}");
+    // 16 and above are fine 8-bit codes.
+    assert!(encode_quant_codes("w", &[2, 32], QuantCodes { codes: &big, ..q8 }, &opts).is_ok());
+}
+
+/// A file is written with the lowest version its tensors need: per-block int8 scales make it
+/// version 3, and a version-2 file that claims them is an error naming the field.
+#[test]
+fn int8_blocks_make_a_version_3_file() {
+    let opts = EncodeOptions::default();
+    let codes = vec![200u8; 64];
+    let scales = vec![0x3c, 0x00, 0x00, 0x3c];
+    let q8 = QuantCodes { kind: QuantKind::Int8Blocks { block: 32 }, codes: &codes, scales: &scales };
+    let dir = tempfile::tempdir().unwrap();
+    let version_of =
+        |path: &std::path::Path| u32::from_le_bytes(std::fs::read(path).unwrap()[8..12].try_into().unwrap());
+    let plain = dir.path().join("plain.ember");
+    let mut w = ContainerWriter::create(&plain).unwrap();
+    w.add(encode_tensor("a", Dtype::F32, &[4], &[0u8; 16], SchemeKind::Raw, &opts).unwrap()).unwrap();
+    w.finish().unwrap();
+    assert_eq!(version_of(&plain), 2);
+    let blocks = dir.path().join("blocks.ember");
+    let mut w = ContainerWriter::create(&blocks).unwrap();
+    w.add(encode_quant_codes("q", &[2, 32], q8, &opts).unwrap()).unwrap();
+    w.finish().unwrap();
+    assert_eq!(version_of(&blocks), 3);
+    let c = Container::open(&blocks).unwrap();
+    let v = c.decode(c.get("q").unwrap()).unwrap().to_f32().unwrap();
+    // Code 200 is -56 as i8; block 0 has scale 0x3c00 = 1.0 (little-endian bytes 00 3c).
+    assert_eq!(v[0], -56.0 * half::f16::from_bits(0x003c).to_f32());
+    assert_eq!(v[32], -56.0);
+    // The same header under a version-2 preamble: rejected, naming the field.
+    let mut bytes = std::fs::read(&blocks).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let forged = dir.path().join("forged.ember");
+    std::fs::write(&forged, &bytes).unwrap();
+    let e = Container::open(&forged).err().expect("a forged version must be refused").to_string();
+    assert!(e.contains("version-3") && e.contains("block") && e.contains("`q`"), "{e}");
 }

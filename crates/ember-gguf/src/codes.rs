@@ -1,31 +1,33 @@
-//! The codes and scales of `Q4_0` and `Q4_1` tensors, unpacked but not dequantized, so that a
-//! converter can re-code them without moving a value off the grid the GGUF put it on.
+//! The codes and scales of `Q4_0`, `Q4_1` and `Q8_0` tensors, unpacked but not dequantized, so
+//! that a converter can re-code them without moving a value off the grid the GGUF put it on.
 //!
-//! Both types store 32-element blocks: an `f16` scale `d` (and, for `Q4_1`, an `f16` minimum
-//! `m`), then 16 bytes whose low nibbles are elements 0–15 and high nibbles elements 16–31.
-//! Dequantization is `(q − 8) · d` (`Q4_0`) and `q · d + m` (`Q4_1`).
+//! All three store 32-element blocks: an `f16` scale `d` (and, for `Q4_1`, an `f16` minimum
+//! `m`), then the codes: for the 4-bit types 16 bytes whose low nibbles are elements 0–15 and
+//! high nibbles elements 16–31, for `Q8_0` 32 `i8`s. Dequantization is `(q − 8) · d` (`Q4_0`),
+//! `q · d + m` (`Q4_1`) and `q · d` (`Q8_0`).
 
 use crate::{GgmlType, GgufError};
 
-/// A `Q4_0` or `Q4_1` tensor as codes and per-block side data.
+/// A `Q4_0`, `Q4_1` or `Q8_0` tensor as codes and per-block side data.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Q4Codes {
-    /// One code (`0..16`) per element, row-major.
+pub struct BlockCodes {
+    /// Which of the three types.
+    pub ggml_type: GgmlType,
+    /// One code per element, row-major: `0..16` for the 4-bit types, an `i8` as its byte for
+    /// `Q8_0`.
     pub codes: Vec<u8>,
     /// Per block, in element order: the `f16` scale's little-endian bytes, followed for
     /// `Q4_1` by the `f16` minimum's.
     pub scales: Vec<u8>,
-    /// `Q4_1` (blocks carry a minimum) rather than `Q4_0`.
-    pub asymmetric: bool,
 }
 
-impl Q4Codes {
+impl BlockCodes {
     /// Elements per block.
     pub const BLOCK: usize = 32;
 
-    /// Side-data bytes per block: 2 (`Q4_0`) or 4 (`Q4_1`).
+    /// Side-data bytes per block: 4 for `Q4_1`, else 2.
     pub fn scale_bytes_per_block(&self) -> usize {
-        if self.asymmetric {
+        if self.ggml_type == GgmlType::Q4_1 {
             4
         } else {
             2
@@ -36,10 +38,7 @@ impl Q4Codes {
     /// the scales alike. `rows` must split into `n_head` heads of an even size and every row
     /// must hold whole blocks (checked: an error rather than a panic).
     pub fn unpermute_rows(&mut self, rows: usize, n_head: usize) -> Result<(), GgufError> {
-        let bad = |msg: String| GgufError::BadBlocks {
-            ggml_type: if self.asymmetric { GgmlType::Q4_1 } else { GgmlType::Q4_0 },
-            msg,
-        };
+        let bad = |msg: String| GgufError::BadBlocks { ggml_type: self.ggml_type, msg };
         if rows == 0 || n_head == 0 || !rows.is_multiple_of(2 * n_head) || !self.codes.len().is_multiple_of(rows) {
             return Err(bad(format!("{} codes do not split into {rows} rows of {n_head} heads", self.codes.len())));
         }
@@ -55,12 +54,12 @@ impl Q4Codes {
 }
 
 /// The codes of `n_elems` elements of type `t` stored in `bytes`, or `None` when `t` is not
-/// `Q4_0` or `Q4_1`. Fails like [`crate::dequant::dequantize`] when `bytes` is not exactly the
-/// blocks of `n_elems` elements.
-pub fn q4_codes(t: GgmlType, bytes: &[u8], n_elems: usize) -> Result<Option<Q4Codes>, GgufError> {
-    let asymmetric = match t {
-        GgmlType::Q4_0 => false,
-        GgmlType::Q4_1 => true,
+/// `Q4_0`, `Q4_1` or `Q8_0`. Fails like [`crate::dequant::dequantize`] when `bytes` is not
+/// exactly the blocks of `n_elems` elements.
+pub fn block_codes(t: GgmlType, bytes: &[u8], n_elems: usize) -> Result<Option<BlockCodes>, GgufError> {
+    let head = match t {
+        GgmlType::Q4_0 | GgmlType::Q8_0 => 2,
+        GgmlType::Q4_1 => 4,
         _ => return Ok(None),
     };
     let expected = t.bytes_for(n_elems as u64).ok_or_else(|| GgufError::BadBlocks {
@@ -73,19 +72,22 @@ pub fn q4_codes(t: GgmlType, bytes: &[u8], n_elems: usize) -> Result<Option<Q4Co
             msg: format!("{n_elems} elements take {expected} bytes, got {}", bytes.len()),
         });
     }
-    let head = if asymmetric { 4 } else { 2 };
     let blocks = bytes.chunks_exact(t.block_bytes());
     let mut codes = vec![0u8; n_elems];
     let mut scales = Vec::with_capacity(blocks.len() * head);
-    for (block, out) in blocks.zip(codes.chunks_exact_mut(Q4Codes::BLOCK)) {
+    for (block, out) in blocks.zip(codes.chunks_exact_mut(BlockCodes::BLOCK)) {
         scales.extend_from_slice(&block[..head]);
+        if t == GgmlType::Q8_0 {
+            out.copy_from_slice(&block[head..head + BlockCodes::BLOCK]);
+            continue;
+        }
         let (low, high) = out.split_at_mut(16);
         for ((&q, l), h) in block[head..head + 16].iter().zip(low).zip(high) {
             *l = q & 0x0f;
             *h = q >> 4;
         }
     }
-    Ok(Some(Q4Codes { codes, scales, asymmetric }))
+    Ok(Some(BlockCodes { ggml_type: t, codes, scales }))
 }
 
 #[cfg(test)]
@@ -103,32 +105,33 @@ mod tests {
             if t == GgmlType::Q4_1 {
                 out.extend(f16::from_f32(-0.5 + b as f32 * 0.11).to_le_bytes());
             }
-            out.extend((0..16u8).map(|j| (j.wrapping_mul(7).wrapping_add(b as u8)) & 0xff));
+            let n = if t == GgmlType::Q8_0 { 32 } else { 16 };
+            out.extend((0..n as u8).map(|j| j.wrapping_mul(37).wrapping_add(b as u8 * 11)));
         }
         out
     }
 
-    /// The codes and scales reproduce the dequantizer's values bit for bit, through the int4
-    /// arithmetic (`(q − 8) · d`, `q · d + m`).
+    /// The codes and scales reproduce the dequantizer's values bit for bit, through ember's
+    /// arithmetic (`(q − 8) · d`, `q · d + m`, `q · d`).
     #[test]
     fn codes_dequantize_to_the_same_values() {
-        for t in [GgmlType::Q4_0, GgmlType::Q4_1] {
+        for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
             let bytes = blocks(t, 5);
             let n = 5 * 32;
             let want = dequantize(t, &bytes, n).unwrap();
-            let c = q4_codes(t, &bytes, n).unwrap().unwrap();
+            let c = block_codes(t, &bytes, n).unwrap().unwrap();
             assert_eq!(c.codes.len(), n);
             let per = c.scale_bytes_per_block();
             assert_eq!(c.scales.len(), 5 * per);
             let f16_at = |i: usize| f16::from_le_bytes([c.scales[i], c.scales[i + 1]]).to_f32();
             for (i, (&q, &w)) in c.codes.iter().zip(&want).enumerate() {
-                assert!(q < 16);
                 let b = i / 32;
-                let got = if c.asymmetric {
-                    q as f32 * f16_at(per * b) + f16_at(per * b + 2)
-                } else {
-                    (q as i32 - 8) as f32 * f16_at(per * b)
+                let got = match t {
+                    GgmlType::Q4_1 => q as f32 * f16_at(per * b) + f16_at(per * b + 2),
+                    GgmlType::Q4_0 => (q as i32 - 8) as f32 * f16_at(per * b),
+                    _ => (q as i8) as f32 * f16_at(per * b),
                 };
+                assert!(t == GgmlType::Q8_0 || q < 16);
                 assert_eq!(got.to_bits(), w.to_bits(), "{t} element {i}");
             }
         }
@@ -136,9 +139,11 @@ mod tests {
 
     #[test]
     fn other_types_and_bad_lengths() {
-        assert_eq!(q4_codes(GgmlType::Q8_0, &[0; 34], 32).unwrap(), None);
-        assert!(q4_codes(GgmlType::Q4_0, &[0; 17], 32).is_err());
-        assert!(q4_codes(GgmlType::Q4_1, &[0; 20], 33).is_err());
+        assert_eq!(block_codes(GgmlType::Q5_0, &[0; 22], 32).unwrap(), None);
+        assert_eq!(block_codes(GgmlType::Q4_K, &[0; 144], 256).unwrap(), None);
+        assert!(block_codes(GgmlType::Q4_0, &[0; 17], 32).is_err());
+        assert!(block_codes(GgmlType::Q4_1, &[0; 20], 33).is_err());
+        assert!(block_codes(GgmlType::Q8_0, &[0; 33], 32).is_err());
     }
 
     /// Un-permuting codes moves each row's codes and scales together, like the values.
@@ -149,7 +154,7 @@ mod tests {
         let bytes = blocks(t, rows * cols / 32);
         let values = dequantize(t, &bytes, rows * cols).unwrap();
         let want = crate::unpermute_qk(&values, rows, cols, heads);
-        let mut c = q4_codes(t, &bytes, rows * cols).unwrap().unwrap();
+        let mut c = block_codes(t, &bytes, rows * cols).unwrap().unwrap();
         c.unpermute_rows(rows, heads).unwrap();
         let f16_at = |i: usize| f16::from_le_bytes([c.scales[i], c.scales[i + 1]]).to_f32();
         for (i, &w) in want.iter().enumerate() {

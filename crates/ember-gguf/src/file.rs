@@ -173,9 +173,9 @@ impl GgufFile {
 }
 
 impl GgufFile {
-    /// Tensor `name` as its `Q4_0`/`Q4_1` codes and scales (see [`crate::codes`]), or `None`
-    /// when it has another type.
-    pub fn q4_codes(&self, name: &str) -> Result<Option<crate::Q4Codes>, GgufError> {
+    /// Tensor `name` as its `Q4_0`/`Q4_1`/`Q8_0` codes and scales (see [`crate::codes`]), or
+    /// `None` when it has another type.
+    pub fn block_codes(&self, name: &str) -> Result<Option<crate::BlockCodes>, GgufError> {
         let t = self.tensor(name)?;
         let bytes = self.raw_bytes(t)?;
         let n = usize::try_from(t.n_elems()).map_err(|_| GgufError::BadTensor {
@@ -183,7 +183,7 @@ impl GgufFile {
             tensor: t.name.clone(),
             msg: "too many elements for this machine".into(),
         })?;
-        crate::codes::q4_codes(t.ggml_type, bytes, n).map_err(|e| GgufError::InTensor {
+        crate::codes::block_codes(t.ggml_type, bytes, n).map_err(|e| GgufError::InTensor {
             path: self.path.clone(),
             tensor: t.name.clone(),
             source: Box::new(e),

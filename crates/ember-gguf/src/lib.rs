@@ -25,7 +25,7 @@ pub mod tokenizer;
 #[cfg(feature = "writer")]
 mod writer;
 
-pub use codes::Q4Codes;
+pub use codes::BlockCodes;
 pub use error::GgufError;
 pub use fetch::FetchError;
 pub use file::{GgufFile, TensorInfo};

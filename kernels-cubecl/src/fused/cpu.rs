@@ -181,9 +181,11 @@ fn decode_scalar(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
             }
             patch_escapes(w, row, col0, out);
         }
-        FastCodes::Int8 { codes, scales } => {
-            let s = scales[row];
-            out.iter_mut().zip(&codes[base..]).for_each(|(o, &c)| *o = c as f32 * s);
+        FastCodes::Int8 { codes, block, scales } => {
+            let first = row * w.cols.div_ceil(*block);
+            for (k, (o, &c)) in out.iter_mut().zip(&codes[base..]).enumerate() {
+                *o = c as f32 * scales[first + (col0 + k) / block];
+            }
         }
         FastCodes::Int4 { packed, block, scales, mins } => {
             let first = row * w.cols.div_ceil(*block);
@@ -447,7 +449,33 @@ mod x86 {
             let mut k = 0;
             let tail: f32;
             match &w.codes {
-                FastCodes::Int8 { codes, scales } => {
+                FastCodes::Int8 { codes, block, scales } if *block < w.cols => {
+                    // Per block of a multiple of 8: Σ code·x, then one multiply by its scale.
+                    if block % 8 != 0 {
+                        return None;
+                    }
+                    let first = row * w.cols.div_ceil(*block);
+                    let p = codes.as_ptr().add(base);
+                    while k + *block <= cols {
+                        let mut bacc = _mm256_setzero_ps();
+                        for g in (0..*block).step_by(8) {
+                            let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k + g) as *const __m128i));
+                            bacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(px.add(k + g)), bacc);
+                        }
+                        acc[0] = _mm256_fmadd_ps(bacc, _mm256_set1_ps(scales[first + k / block]), acc[0]);
+                        k += block;
+                    }
+                    let mut seg = [0f32; super::SEG];
+                    tail = (k..cols)
+                        .step_by(super::SEG)
+                        .map(|c0| {
+                            let n = (cols - c0).min(super::SEG);
+                            super::decode_scalar(w, row, c0, &mut seg[..n]);
+                            seg[..n].iter().zip(&x[c0..c0 + n]).map(|(a, b)| a * b).sum::<f32>()
+                        })
+                        .sum();
+                }
+                FastCodes::Int8 { codes, scales, .. } => {
                     // The row's scale is common to every term: applied once, at the end.
                     let p = codes.as_ptr().add(base);
                     while k + 32 <= cols {
@@ -607,13 +635,22 @@ mod x86 {
                         k += 16;
                     }
                 }
-                FastCodes::Int8 { codes, scales } => {
-                    let s = _mm256_set1_ps(scales[row]);
-                    let p = codes.as_ptr().add(base);
-                    while k + 8 <= n {
-                        let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k) as *const __m128i));
-                        _mm256_storeu_ps(po.add(k), _mm256_mul_ps(_mm256_cvtepi32_ps(c), s));
-                        k += 8;
+                FastCodes::Int8 { codes, block, scales } => {
+                    // Eight codes share a scale when the row has one, or when blocks and the
+                    // segment start are multiples of 8; anything else takes the reference.
+                    let per_row = *block >= w.cols;
+                    if per_row || (block.is_multiple_of(8) && col0.is_multiple_of(8)) {
+                        let first = row * w.cols.div_ceil(*block);
+                        let p = codes.as_ptr().add(base);
+                        while k + 8 <= n {
+                            let b = if per_row { first } else { first + (col0 + k) / block };
+                            let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k) as *const __m128i));
+                            _mm256_storeu_ps(
+                                po.add(k),
+                                _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(scales[b])),
+                            );
+                            k += 8;
+                        }
                     }
                 }
                 FastCodes::Int4 { packed, block, scales, mins } => {

@@ -10,7 +10,7 @@
 //! | `lossless` BF16    | 4-bit exponent *rank* + the sign·mantissa byte; escapes aside | ≈ 12       |
 //! | `lossless`/`raw` F16, BF16 | the 16-bit values                                   | 16          |
 //! | `lossless`/`raw` F32 | the f32 values                                            | 32          |
-//! | `int8`             | the `i8` codes + one f32 scale per row                      | 8           |
+//! | `int8`             | the `i8` codes + one f32 scale per row (or per block)       | 8 + scales  |
 //! | `int4`             | two codes per byte + f32 scale (and min) per block          | 4 + scales  |
 //!
 //! Rank code (Binade's "R4" idea): the 15 commonest exponents of the tensor get ranks 0..=14;
@@ -62,11 +62,15 @@ pub enum FastCodes {
         /// `escapes[row_escapes[r]..row_escapes[r + 1]]` are row `r`'s.
         row_escapes: Vec<u32>,
     },
-    /// `i8` codes and one f32 scale per row: `code as f32 * scale`.
+    /// `i8` codes and one f32 scale per block of a row: `code as f32 * scale`. Per-row scales
+    /// are one block of `cols`.
     Int8 {
         /// The codes.
         codes: Vec<i8>,
-        /// Per-row scales.
+        /// Block length along a row (`cols` for per-row scales).
+        block: usize,
+        /// Per-block scales (row-major, `⌈cols/block⌉` per row), widened from f16 for
+        /// block-scaled tensors.
         scales: Vec<f32>,
     },
     /// 4-bit codes, two per byte (element `2k` in the low nibble of byte `k`).
@@ -167,7 +171,7 @@ impl FastWeight {
             FastCodes::Bf16Rank { ranks, low, escapes, row_escapes, .. } => {
                 ranks.len() + low.len() + 8 * escapes.len() + 4 * row_escapes.len() + 16
             }
-            FastCodes::Int8 { codes, scales } => codes.len() + 4 * scales.len(),
+            FastCodes::Int8 { codes, scales, .. } => codes.len() + 4 * scales.len(),
             FastCodes::Int4 { packed, scales, mins, .. } => {
                 packed.len() + 4 * scales.len() + mins.as_ref().map_or(0, |m| 4 * m.len())
             }
@@ -248,7 +252,17 @@ fn quant_form(
                     *o = s as i8;
                 }
             }
-            FastCodes::Int8 { codes, scales: (0..rows).map(f32_at).collect() }
+            FastCodes::Int8 { codes, block: cols.max(1), scales: (0..rows).map(f32_at).collect() }
+        }
+        QuantKind::Int8Blocks { block } => {
+            let mut codes = vec![0i8; rows * stride];
+            for r in 0..rows {
+                for (o, &s) in codes[r * stride..r * stride + cols].iter_mut().zip(&symbols[r * cols..(r + 1) * cols]) {
+                    *o = s as i8;
+                }
+            }
+            let blocks = rows * cols.div_ceil(block.max(1));
+            FastCodes::Int8 { codes, block: block.max(1), scales: (0..blocks).map(f16_at).collect() }
         }
         QuantKind::Int4Symmetric { block } | QuantKind::Int4Asymmetric { block } => {
             let mut packed = vec![0u8; rows * stride / 2];

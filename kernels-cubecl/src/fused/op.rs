@@ -522,9 +522,9 @@ mod gpu {
                     meta.extend(escapes.iter().flat_map(|&(col, bits)| [col, bits as u32]));
                     (form_id::BF16_RANK, c, 1)
                 }
-                FastCodes::Int8 { codes, scales } => {
+                FastCodes::Int8 { codes, block, scales } => {
                     aux = scales.clone();
-                    (form_id::INT8, words_of(bytemuck::cast_slice(codes)), 1)
+                    (form_id::INT8, words_of(bytemuck::cast_slice(codes)), *block)
                 }
                 FastCodes::Int4 { packed, block, scales, mins } => {
                     let form = match mins {

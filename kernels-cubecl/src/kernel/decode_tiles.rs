@@ -270,6 +270,16 @@ fn decode_coded(
                 }
                 value = u32::reinterpret(f32::cast_from(code) * f32::reinterpret(scales[scales_off + row]));
             }
+            if comptime!(scheme == KernelScheme::Int8Blocks as u32) {
+                let e = start + i;
+                let b = (e / cols) * blocks_per_row + (e % cols) / block;
+                let scale = f32::reinterpret(f16_bits_to_f32_bits(half_word(scales, scales_off, b)));
+                let mut code = sym as i32;
+                if sym >= 128 {
+                    code -= 256;
+                }
+                value = u32::reinterpret(f32::cast_from(code) * scale);
+            }
             if comptime!(scheme == KernelScheme::Int4Symmetric as u32) {
                 let e = start + i;
                 let b = (e / cols) * blocks_per_row + (e % cols) / block;
@@ -330,7 +340,7 @@ pub fn decode_tiles_kernel(
     let native16 = comptime!(output == OutputKind::Native16 as u32);
     // Spare cubes of a 2-D grid have no tile (uniform per cube, so barriers stay safe).
     if CUBE_POS * DESC_WORDS < tiles.len() {
-        if comptime!(scheme >= KernelScheme::RawBf16 as u32) {
+        if comptime!(scheme >= KernelScheme::RawBf16 as u32 && scheme <= KernelScheme::RawF32 as u32) {
             if comptime!(check) {
                 // Raw lengths were checked on the host; nothing to decode.
                 if UNIT_POS == 0 {

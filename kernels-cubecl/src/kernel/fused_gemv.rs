@@ -35,7 +35,7 @@ pub mod form_id {
     pub const F16: u32 = 2;
     /// BF16 exponent ranks + sign·mantissa bytes.
     pub const BF16_RANK: u32 = 3;
-    /// int8 codes, per-row scale.
+    /// int8 codes, per-block scale (per-row: one block of `cols`).
     pub const INT8: u32 = 4;
     /// int4 codes, symmetric.
     pub const INT4_SYM: u32 = 5;
@@ -84,7 +84,9 @@ fn weight_at(
         if b >= 128 {
             code -= 256;
         }
-        v = f32::cast_from(code) * aux[row];
+        // Per-row scales are one block of `cols`.
+        let b = row * ((cols + block - 1) / block) + col / block;
+        v = f32::cast_from(code) * aux[b];
     }
     if comptime!(form == form_id::INT4_SYM) {
         let code = (codes[e / 8] >> ((e % 8) as u32 * 4)) & 0xF;

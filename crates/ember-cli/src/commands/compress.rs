@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use ember_codec::{encode_int4_codes, encode_tensor, ContainerWriter, EncodeOptions, SchemeKind};
+use ember_codec::{encode_quant_codes, encode_tensor, ContainerWriter, EncodeOptions, SchemeKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use regex::Regex;
 
@@ -77,8 +77,9 @@ pub struct Args {
     /// The float type GGUF tensors are dequantized to before coding.
     #[arg(long, value_enum, default_value = "bf16")]
     gguf_dtype: GgufDtype,
-    /// Which GGUF `Q4_0`/`Q4_1` tensors keep their own codes and scales (stored `int4`, decoding
-    /// to exactly the GGUF's values) instead of being dequantized to `--gguf-dtype`.
+    /// Which GGUF `Q4_0`/`Q4_1`/`Q8_0` tensors keep their own codes and scales (stored `int4` or
+    /// block-scaled `int8`, decoding to exactly the GGUF's values) instead of being dequantized
+    /// to `--gguf-dtype`.
     #[arg(long, value_enum, default_value = "auto")]
     gguf_codes: GgufCodes,
 }
@@ -145,18 +146,18 @@ pub fn run(a: Args) -> Result<()> {
     let kept_codes = &mut kept;
     // One tensor at a time (memory bounded by the largest), its tiles coded on the pool.
     pool.install(|| -> Result<()> {
-        // GGUF `Q4_0`/`Q4_1` matrices selected for a scheme that keeps codes come as codes.
-        let keep_codes = |name: &str, shape: &[u64]| {
+        // GGUF `Q4_0`/`Q4_1`/`Q8_0` matrices selected for a scheme that keeps codes come as codes.
+        let keep_codes = |name: &str, shape: &[u64], source| {
             let kind = scheme_for(name, a.gguf_dtype.dtype(), shape, want, &a, &include, &exclude);
-            shape.len() >= 2 && a.gguf_codes.keeps_for(kind)
+            shape.len() >= 2 && a.gguf_codes.keeps_for(kind, source)
         };
         source.for_each_tensor(keep_codes, |t| {
             bar.set_message(t.name.to_string());
             let n: u64 = t.shape.iter().product();
-            let (encoded, source_bytes) = match t.int4 {
+            let (encoded, source_bytes) = match t.codes {
                 Some(codes) => {
                     *kept_codes += 1;
-                    let encoded = encode_int4_codes(t.name, t.shape, codes, &opts);
+                    let encoded = encode_quant_codes(t.name, t.shape, codes, &opts);
                     (encoded, n * a.gguf_dtype.dtype().size() as u64)
                 }
                 None => {
@@ -178,7 +179,7 @@ pub fn run(a: Args) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let mut schemes: Vec<String> = per_scheme.iter().map(|(k, n)| format!("{n} {k}")).collect();
     if kept > 0 {
-        schemes.push(format!("{kept} of them kept as their GGUF Q4 codes"));
+        schemes.push(format!("{kept} of them kept as their GGUF codes"));
     }
     eprintln!(
         "{} tensors ({}): {} -> {} ({:.2}% of the original) in {secs:.2} s, {:.1} MB/s",

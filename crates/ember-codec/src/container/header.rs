@@ -104,7 +104,8 @@ impl TensorEntry {
     /// The quantisation kind, for `int8`/`int4` tensors.
     pub fn quant_kind(&self) -> Option<QuantKind> {
         match self.scheme {
-            Scheme::Int8 { .. } => Some(QuantKind::Int8),
+            Scheme::Int8 { block: None, .. } => Some(QuantKind::Int8),
+            Scheme::Int8 { block: Some(block), .. } => Some(QuantKind::Int8Blocks { block: block as usize }),
             Scheme::Int4 { block, asymmetric: false, .. } => Some(QuantKind::Int4Symmetric { block: block as usize }),
             Scheme::Int4 { block, asymmetric: true, .. } => Some(QuantKind::Int4Asymmetric { block: block as usize }),
             _ => None,
@@ -124,6 +125,9 @@ impl TensorEntry {
     /// [`TensorEntry::validate`] for a file of format `version`: version 1 has no joint
     /// `lossless` fields.
     pub fn validate_version(&self, file_len: u64, version: u32) -> Result<(), String> {
+        if version < 3 && matches!(self.scheme, Scheme::Int8 { block: Some(_), .. }) {
+            return Err(format!("a version-{version} file cannot use the version-3 `int8` field `block`"));
+        }
         if version < 2 {
             if let Scheme::Lossless { joint_bits, symbols, .. } = &self.scheme {
                 if *joint_bits != 0 || symbols.is_some() {
@@ -161,6 +165,9 @@ impl TensorEntry {
                 None if *joint_bits != 0 => return Err("joint_bits without a symbol list".into()),
                 None => {}
             }
+        }
+        if let Scheme::Int8 { block: Some(0), .. } = self.scheme {
+            return Err("int8 block length 0".into());
         }
         if let Scheme::Int4 { block, .. } = self.scheme {
             if block == 0 {
@@ -239,6 +246,17 @@ impl TensorEntry {
 }
 
 impl Header {
+    /// The lowest format version that holds every tensor: 3 when an `int8` tensor has per-block
+    /// scales, else 2.
+    pub fn min_version(&self) -> u32 {
+        let blocks = self.tensors.iter().any(|t| matches!(t.scheme, Scheme::Int8 { block: Some(_), .. }));
+        if blocks {
+            3
+        } else {
+            2
+        }
+    }
+
     /// Checks names are unique and every tensor is consistent with a file of `file_len` bytes.
     pub fn validate(&self, file_len: u64) -> Result<(), (Option<String>, String)> {
         self.validate_version(file_len, super::FORMAT_VERSION)

@@ -10,7 +10,7 @@ use tempfile::NamedTempFile;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::header::align_data;
-use super::{BlobRef, Header, Preamble, TensorEntry, TileRef, FORMAT_VERSION, PREAMBLE_LEN};
+use super::{BlobRef, Header, Preamble, TensorEntry, TileRef, PREAMBLE_LEN};
 use crate::schemes::EncodedTensor;
 use crate::{CodecError, Result};
 
@@ -113,7 +113,7 @@ impl ContainerWriter {
             .map_err(|e| CodecError::BadHeader { path: self.path.clone(), reason: e.to_string() })?;
         let header_offset = self.write_at_alignment(&header, true)?;
         let preamble = Preamble {
-            version: FORMAT_VERSION,
+            version: self.header.min_version(),
             flags: 0,
             header_offset,
             header_len: header.len() as u64,

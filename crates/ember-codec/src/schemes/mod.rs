@@ -4,7 +4,7 @@
 //! |------------|--------------------------|------------------------------------------|------------|
 //! | `raw`      | —                        | the bytes as stored                      | the dtype  |
 //! | `lossless` | exponent + top `k` mantissa bits (v2; `k = 0` in v1) | sign + low mantissa, packed (`1+m−k` bits) | the dtype |
-//! | `int8`     | `i8` code as `u8`        | one `f32` scale per row                  | `f32`      |
+//! | `int8`     | `i8` code as `u8`        | one `f32` scale per row (v3: or `f16` per block) | `f32` |
 //! | `int4`     | code (`0..16`)           | `f16` scale (and `f16` min) per block    | `f32`      |
 
 mod join16;
@@ -20,7 +20,7 @@ use crate::tile::{plan_tiles, write_coded_tile, LaneTable, TileSpan, DEFAULT_TIL
 
 pub(crate) use lossless::check_symbols;
 pub use lossless::LosslessDecoder;
-pub use quant::{encode_int4_codes, Int4Codes, QuantDecoder, QuantKind};
+pub use quant::{encode_quant_codes, QuantCodes, QuantDecoder, QuantKind};
 
 /// The scheme a caller asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -129,10 +129,14 @@ pub enum Scheme {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         symbols: Option<Vec<u32>>,
     },
-    /// Symmetric int8 per row.
+    /// Symmetric int8: one f32 scale per row, or (version 3) one f16 scale per block.
     Int8 {
         /// The coder.
         coder: RansParams,
+        /// Version 3: the block length of per-block `f16` scales (`code · scale`, GGUF's
+        /// `Q8_0`); absent: one `f32` scale per row.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block: Option<u32>,
     },
     /// Int4 per block.
     Int4 {
@@ -161,7 +165,7 @@ impl Scheme {
     pub fn coder(&self) -> Option<&RansParams> {
         match self {
             Scheme::Raw => None,
-            Scheme::Lossless { coder, .. } | Scheme::Int8 { coder } | Scheme::Int4 { coder, .. } => Some(coder),
+            Scheme::Lossless { coder, .. } | Scheme::Int8 { coder, .. } | Scheme::Int4 { coder, .. } => Some(coder),
         }
     }
 

@@ -1,7 +1,8 @@
 //! `int8` and `int4`: quantised codes through rANS, scales as side data.
 //!
 //! Dequantisation is specified to the bit so that every decoder agrees:
-//! - `int8`: `code as f32 * scale_row` (one f32 multiply);
+//! - `int8`: `code as f32 * scale_row` (one f32 multiply), or with per-block scales (format
+//!   version 3) `code as f32 * scale_block` with the f16 scale widened to f32;
 //! - `int4` symmetric: `(code − 8) as f32 * scale_block` with the f16 scale widened to f32;
 //! - `int4` asymmetric: `code as f32 * scale_block + min_block`, a multiply then an add, each
 //!   rounded (no fused multiply-add).
@@ -122,14 +123,15 @@ fn code_quantised(
     scales: Vec<u8>,
     opts: &EncodeOptions,
 ) -> Result<EncodedTensor, String> {
-    let alphabet = if kind == QuantKind::Int8 { 256 } else { 16 };
+    let alphabet = kind.alphabet();
     let counts = par_histogram(codes.len(), alphabet, |i| codes[i]);
     let (coder, tiles) = code_tiles(spans, &counts, opts, |span| TileSymbols {
         symbols: codes[span.start as usize..(span.start + span.count) as usize].to_vec(),
         raw: Vec::new(),
     })?;
     let scheme = match kind {
-        QuantKind::Int8 => Scheme::Int8 { coder },
+        QuantKind::Int8 => Scheme::Int8 { coder, block: None },
+        QuantKind::Int8Blocks { block } => Scheme::Int8 { coder, block: Some(block as u32) },
         QuantKind::Int4Symmetric { block } => Scheme::Int4 { coder, block: block as u32, asymmetric: false },
         QuantKind::Int4Asymmetric { block } => Scheme::Int4 { coder, block: block as u32, asymmetric: true },
     };
@@ -144,30 +146,31 @@ fn code_quantised(
     })
 }
 
-/// A tensor quantised elsewhere — a GGUF's `Q4_0` or `Q4_1` blocks — in the `int4` layout: one
-/// code (`0..16`) per element in row-major order, and per block along the last dimension its
-/// `f16` scale (symmetric: `(code − 8) · scale`, which is `Q4_0`) or its `f16` scale then `f16`
-/// minimum (asymmetric: `code · scale + min`, which is `Q4_1`), little-endian.
+/// A tensor quantised elsewhere — a GGUF's `Q4_0`, `Q4_1` or `Q8_0` blocks — in ember's
+/// layout: one code per element in row-major order (an `i8` as its byte for `int8`, `0..16` for
+/// `int4`) and the side data [`QuantKind::scales_len`] sizes, little-endian. `Q4_0` is
+/// [`QuantKind::Int4Symmetric`] (`(code − 8) · scale`), `Q4_1` [`QuantKind::Int4Asymmetric`]
+/// (`code · scale + min`, scale then min per block), `Q8_0` [`QuantKind::Int8Blocks`]
+/// (`code · scale`), all with `f16` scales and blocks of 32.
 #[derive(Clone, Copy, Debug)]
-pub struct Int4Codes<'a> {
+pub struct QuantCodes<'a> {
+    /// How the codes dequantize.
+    pub kind: QuantKind,
     /// One code per element.
     pub codes: &'a [u8],
-    /// The blocks' side data, as [`QuantKind::scales_len`] sizes it.
+    /// The side data.
     pub scales: &'a [u8],
-    /// Block length along the last dimension.
-    pub block: u32,
-    /// Whether blocks carry a minimum.
-    pub asymmetric: bool,
 }
 
-/// Encodes already quantised int4 codes as they are: no value is re-quantised, so the tensor
-/// decodes to exactly what its source dequantizes to (the int4 arithmetic is `Q4_0`'s and
-/// `Q4_1`'s, operation for operation). The tensor is stored as `F32`, the type those values
-/// have. Fails when the lengths do not match `shape`, a code is 16 or more, or the block is 0.
-pub fn encode_int4_codes(
+/// Encodes already quantised codes as they are: no value is re-quantised, so the tensor decodes
+/// to exactly what its source dequantizes to (the arithmetic is `Q4_0`'s, `Q4_1`'s and
+/// `Q8_0`'s, operation for operation). The tensor is stored as `F32`, the type those values
+/// have. Fails when the lengths do not match `shape`, an `int4` code is 16 or more, or a block
+/// length is 0.
+pub fn encode_quant_codes(
     name: &str,
     shape: &[u64],
-    source: Int4Codes<'_>,
+    source: QuantCodes<'_>,
     opts: &EncodeOptions,
 ) -> crate::Result<EncodedTensor> {
     let err = |reason: String| crate::CodecError::Encode { tensor: name.to_string(), reason };
@@ -175,8 +178,14 @@ pub fn encode_int4_codes(
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
-    if source.block == 0 {
-        return Err(err("int4 block length must be at least 1".into()));
+    let block = match source.kind {
+        QuantKind::Int8 => 1,
+        QuantKind::Int8Blocks { block } | QuantKind::Int4Symmetric { block } | QuantKind::Int4Asymmetric { block } => {
+            block
+        }
+    };
+    if block == 0 || block > u32::MAX as usize {
+        return Err(err(format!("block length {block} is out of range")));
     }
     if !opts.lanes.is_power_of_two() || opts.lanes > crate::tile::MAX_LANES {
         return Err(err(format!("lanes must be a power of two up to {}, got {}", crate::tile::MAX_LANES, opts.lanes)));
@@ -184,18 +193,18 @@ pub fn encode_int4_codes(
     if source.codes.len() as u64 != n {
         return Err(err(format!("{} codes for shape {shape:?} ({n} elements)", source.codes.len())));
     }
-    let block = source.block as usize;
-    let kind = if source.asymmetric { QuantKind::Int4Asymmetric { block } } else { QuantKind::Int4Symmetric { block } };
-    let want = kind.scales_len(shape);
+    let want = source.kind.scales_len(shape);
     if source.scales.len() as u64 != want {
         return Err(err(format!("{} bytes of scales for shape {shape:?}, expected {want}", source.scales.len())));
     }
-    if let Some(i) = source.codes.iter().position(|&c| c >= 16) {
+    let int4 = matches!(source.kind, QuantKind::Int4Symmetric { .. } | QuantKind::Int4Asymmetric { .. });
+    if let Some(i) = source.codes.iter().position(|&c| int4 && c >= 16) {
         return Err(err(format!("code {} of element {i} is not a 4-bit code", source.codes[i])));
     }
-    let spans = plan_tiles(shape, opts.tile_elems as u64, source.block as u64);
-    let mut out = code_quantised(name, Dtype::F32, shape, &spans, kind, source.codes, source.scales.to_vec(), opts)
-        .map_err(err)?;
+    let spans = plan_tiles(shape, opts.tile_elems as u64, block as u64);
+    let mut out =
+        code_quantised(name, Dtype::F32, shape, &spans, source.kind, source.codes, source.scales.to_vec(), opts)
+            .map_err(err)?;
     super::pad_to_min_payload(&mut out, n);
     Ok(out)
 }
@@ -205,6 +214,11 @@ pub fn encode_int4_codes(
 pub enum QuantKind {
     /// Per-row f32 scale, codes are `i8`.
     Int8,
+    /// Per-block f16 scale, codes are `i8` (format version 3; GGUF's `Q8_0`).
+    Int8Blocks {
+        /// Block length.
+        block: usize,
+    },
     /// Per-block f16 scale, codes `0..16` centred on 8.
     Int4Symmetric {
         /// Block length.
@@ -218,11 +232,20 @@ pub enum QuantKind {
 }
 
 impl QuantKind {
+    /// Number of distinct codes: 256 for `int8`, 16 for `int4`.
+    pub fn alphabet(self) -> usize {
+        match self {
+            QuantKind::Int8 | QuantKind::Int8Blocks { .. } => 256,
+            _ => 16,
+        }
+    }
+
     /// Bytes of side data a tensor of `shape` needs.
     pub fn scales_len(self, shape: &[u64]) -> u64 {
         let (rows, cols) = rows_cols(shape);
         match self {
             QuantKind::Int8 => 4 * rows,
+            QuantKind::Int8Blocks { block } => 2 * rows * cols.div_ceil(block as u64),
             QuantKind::Int4Symmetric { block } => 2 * rows * cols.div_ceil(block as u64),
             QuantKind::Int4Asymmetric { block } => 4 * rows * cols.div_ceil(block as u64),
         }
@@ -242,7 +265,7 @@ pub struct QuantDecoder {
 impl QuantDecoder {
     /// Prepares the decoder; `cols` is the tensor's last dimension.
     pub fn new(kind: QuantKind, cols: u64, lanes: u32, table: &FrequencyTable) -> Result<Self, String> {
-        let alphabet = if kind == QuantKind::Int8 { 256 } else { 16 };
+        let alphabet = kind.alphabet();
         if table.freqs().len() != alphabet {
             return Err(format!("frequency table has {} entries, expected {alphabet}", table.freqs().len()));
         }
@@ -295,17 +318,25 @@ impl QuantDecoder {
                         o.copy_from_slice(&((s as i8) as f32 * scale).to_le_bytes());
                     }
                 }
-                QuantKind::Int4Symmetric { block } | QuantKind::Int4Asymmetric { block } => {
+                QuantKind::Int8Blocks { block }
+                | QuantKind::Int4Symmetric { block }
+                | QuantKind::Int4Asymmetric { block } => {
                     // Block by block: the scale (and minimum) are widened once per block.
                     let first_block = row * cols.div_ceil(block);
                     let asym = matches!(self.kind, QuantKind::Int4Asymmetric { .. });
+                    let int8 = matches!(self.kind, QuantKind::Int8Blocks { .. });
                     let mut outs = outs;
                     let mut k = 0;
                     while k < len {
                         let b = first_block + (col0 + k) / block;
                         let run = (block - (col0 + k) % block).min(len - k);
                         let codes = &codes[k..k + run];
-                        if asym {
+                        if int8 {
+                            let scale = f16_at(b);
+                            for (&s, o) in codes.iter().zip(outs.by_ref()) {
+                                o.copy_from_slice(&((s as i8) as f32 * scale).to_le_bytes());
+                            }
+                        } else if asym {
                             let (scale, min) = (f16_at(2 * b), f16_at(2 * b + 1));
                             // Codes first: `zip` stops on them without taking an output.
                             for (&s, o) in codes.iter().zip(outs.by_ref()) {
