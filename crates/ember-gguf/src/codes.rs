@@ -62,16 +62,7 @@ pub fn block_codes(t: GgmlType, bytes: &[u8], n_elems: usize) -> Result<Option<B
         GgmlType::Q4_1 => 4,
         _ => return Ok(None),
     };
-    let expected = t.bytes_for(n_elems as u64).ok_or_else(|| GgufError::BadBlocks {
-        ggml_type: t,
-        msg: format!("{n_elems} elements are not whole blocks of {}", t.block_elems()),
-    })?;
-    if bytes.len() as u64 != expected {
-        return Err(GgufError::BadBlocks {
-            ggml_type: t,
-            msg: format!("{n_elems} elements take {expected} bytes, got {}", bytes.len()),
-        });
-    }
+    crate::dequant::check_blocks(t, bytes, n_elems)?;
     let blocks = bytes.chunks_exact(t.block_bytes());
     let mut codes = vec![0u8; n_elems];
     let mut scales = Vec::with_capacity(blocks.len() * head);

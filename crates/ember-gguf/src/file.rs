@@ -157,25 +157,22 @@ impl GgufFile {
 
     /// Tensor `name` as row-major `f32` values (see [`dequant::dequantize`]).
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>, GgufError> {
-        let t = self.tensor(name)?;
-        let bytes = self.raw_bytes(t)?;
-        let n = usize::try_from(t.n_elems()).map_err(|_| GgufError::BadTensor {
-            path: self.path.clone(),
-            tensor: t.name.clone(),
-            msg: "too many elements for this machine".into(),
-        })?;
-        dequant::dequantize(t.ggml_type, bytes, n).map_err(|e| GgufError::InTensor {
-            path: self.path.clone(),
-            tensor: t.name.clone(),
-            source: Box::new(e),
-        })
+        self.with_blocks(name, dequant::dequantize)
     }
-}
 
-impl GgufFile {
     /// Tensor `name` as its `Q4_0`/`Q4_1`/`Q8_0` codes and scales (see [`crate::codes`]), or
     /// `None` when it has another type.
     pub fn block_codes(&self, name: &str) -> Result<Option<crate::BlockCodes>, GgufError> {
+        self.with_blocks(name, crate::codes::block_codes)
+    }
+
+    /// Runs `read` on tensor `name`'s type, stored bytes and element count; its error is
+    /// wrapped with the file and tensor.
+    fn with_blocks<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(GgmlType, &[u8], usize) -> Result<T, GgufError>,
+    ) -> Result<T, GgufError> {
         let t = self.tensor(name)?;
         let bytes = self.raw_bytes(t)?;
         let n = usize::try_from(t.n_elems()).map_err(|_| GgufError::BadTensor {
@@ -183,7 +180,7 @@ impl GgufFile {
             tensor: t.name.clone(),
             msg: "too many elements for this machine".into(),
         })?;
-        crate::codes::block_codes(t.ggml_type, bytes, n).map_err(|e| GgufError::InTensor {
+        read(t.ggml_type, bytes, n).map_err(|e| GgufError::InTensor {
             path: self.path.clone(),
             tensor: t.name.clone(),
             source: Box::new(e),

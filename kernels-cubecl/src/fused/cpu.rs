@@ -205,6 +205,20 @@ fn decode_scalar(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
     }
 }
 
+/// `Σ W[row][c] · x[c]` over columns `k..cols` through the reference decoder, a segment at a
+/// time: the tail that a vector loop leaves.
+fn reference_dot(w: &FastWeight, row: usize, x: &[f32], k: usize, cols: usize) -> f32 {
+    let mut seg = [0f32; SEG];
+    (k..cols)
+        .step_by(SEG)
+        .map(|c0| {
+            let n = (cols - c0).min(SEG);
+            decode_scalar(w, row, c0, &mut seg[..n]);
+            seg[..n].iter().zip(&x[c0..c0 + n]).map(|(a, b)| a * b).sum::<f32>()
+        })
+        .sum()
+}
+
 /// Writes the true values of a rank-form row's escapes that fall in the segment.
 fn patch_escapes(w: &FastWeight, row: usize, col0: usize, out: &mut [f32]) {
     if let FastCodes::Bf16Rank { escapes, row_escapes, .. } = &w.codes {
@@ -465,15 +479,7 @@ mod x86 {
                         acc[0] = _mm256_fmadd_ps(bacc, _mm256_set1_ps(scales[first + k / block]), acc[0]);
                         k += block;
                     }
-                    let mut seg = [0f32; super::SEG];
-                    tail = (k..cols)
-                        .step_by(super::SEG)
-                        .map(|c0| {
-                            let n = (cols - c0).min(super::SEG);
-                            super::decode_scalar(w, row, c0, &mut seg[..n]);
-                            seg[..n].iter().zip(&x[c0..c0 + n]).map(|(a, b)| a * b).sum::<f32>()
-                        })
-                        .sum();
+                    tail = super::reference_dot(w, row, x, k, cols);
                 }
                 FastCodes::Int8 { codes, scales, .. } => {
                     // The row's scale is common to every term: applied once, at the end.
@@ -518,15 +524,7 @@ mod x86 {
                         }
                         k += block;
                     }
-                    let mut seg = [0f32; super::SEG];
-                    tail = (k..cols)
-                        .step_by(super::SEG)
-                        .map(|c0| {
-                            let n = (cols - c0).min(super::SEG);
-                            super::decode_scalar(w, row, c0, &mut seg[..n]);
-                            seg[..n].iter().zip(&x[c0..c0 + n]).map(|(a, b)| a * b).sum::<f32>()
-                        })
-                        .sum();
+                    tail = super::reference_dot(w, row, x, k, cols);
                 }
                 FastCodes::Bf16Rank { exponents, ranks, low, escapes, row_escapes } => {
                     // Escapes read +0.0 here and are added from their list; an escape meeting a

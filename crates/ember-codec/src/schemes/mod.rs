@@ -257,19 +257,13 @@ pub fn encode_tensor(
     opts: &EncodeOptions,
 ) -> crate::Result<EncodedTensor> {
     let err = |reason: String| crate::CodecError::Encode { tensor: name.to_string(), reason };
-    let n = shape
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
+    let n = checked_elements(shape, opts).map_err(err)?;
     if (n as u128) * dtype.size() as u128 != data.len() as u128 {
         return Err(err(format!(
             "{} bytes of data for shape {shape:?} of {dtype} (expected {})",
             data.len(),
             n as u128 * dtype.size() as u128
         )));
-    }
-    if !opts.lanes.is_power_of_two() || opts.lanes > crate::tile::MAX_LANES {
-        return Err(err(format!("lanes must be a power of two up to {}, got {}", crate::tile::MAX_LANES, opts.lanes)));
     }
     if kind != SchemeKind::Raw && dtype.float_layout().is_none() {
         return Err(err(format!("scheme {kind} needs a F32, F16 or BF16 tensor, not {dtype}")));
@@ -301,6 +295,17 @@ pub fn encode_tensor(
     };
     pad_to_min_payload(&mut out, n);
     Ok(out)
+}
+
+/// The element count of `shape`, checked for overflow, after checking the lane count of `opts`:
+/// what every encoder checks first.
+pub(crate) fn checked_elements(shape: &[u64], opts: &EncodeOptions) -> Result<u64, String> {
+    let n =
+        shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| format!("shape {shape:?} overflows"))?;
+    if !opts.lanes.is_power_of_two() || opts.lanes > crate::tile::MAX_LANES {
+        return Err(format!("lanes must be a power of two up to {}, got {}", crate::tile::MAX_LANES, opts.lanes));
+    }
+    Ok(n)
 }
 
 /// `data` stored as it is, tile by tile (each payload zero-padded to a multiple of 4 bytes).

@@ -174,10 +174,7 @@ pub fn encode_quant_codes(
     opts: &EncodeOptions,
 ) -> crate::Result<EncodedTensor> {
     let err = |reason: String| crate::CodecError::Encode { tensor: name.to_string(), reason };
-    let n = shape
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
+    let n = super::checked_elements(shape, opts).map_err(err)?;
     let block = match source.kind {
         QuantKind::Int8 => 1,
         QuantKind::Int8Blocks { block } | QuantKind::Int4Symmetric { block } | QuantKind::Int4Asymmetric { block } => {
@@ -186,9 +183,6 @@ pub fn encode_quant_codes(
     };
     if block == 0 || block > u32::MAX as usize {
         return Err(err(format!("block length {block} is out of range")));
-    }
-    if !opts.lanes.is_power_of_two() || opts.lanes > crate::tile::MAX_LANES {
-        return Err(err(format!("lanes must be a power of two up to {}, got {}", crate::tile::MAX_LANES, opts.lanes)));
     }
     if source.codes.len() as u64 != n {
         return Err(err(format!("{} codes for shape {shape:?} ({n} elements)", source.codes.len())));

@@ -9,13 +9,8 @@ use half::{bf16, f16};
 
 use crate::{GgmlType, GgufError};
 
-/// Dequantizes `n_elems` elements of type `t` stored in `bytes` to row-major `f32`.
-///
-/// `bytes` must hold exactly the blocks for `n_elems` elements (`n_elems` a multiple of the
-/// block size): a mismatch means the caller sliced the wrong range, so it is an error rather than
-/// a silent truncation. Types without a dequantizer here (`Q2_K`, the `IQ*` family...) are an
-/// error naming the type.
-pub fn dequantize(t: GgmlType, bytes: &[u8], n_elems: usize) -> Result<Vec<f32>, GgufError> {
+/// Checks that `bytes` holds exactly the blocks of `n_elems` elements of type `t`.
+pub(crate) fn check_blocks(t: GgmlType, bytes: &[u8], n_elems: usize) -> Result<(), GgufError> {
     let expected = t.bytes_for(n_elems as u64).ok_or_else(|| GgufError::BadBlocks {
         ggml_type: t,
         msg: format!("{n_elems} elements are not whole blocks of {}", t.block_elems()),
@@ -26,6 +21,17 @@ pub fn dequantize(t: GgmlType, bytes: &[u8], n_elems: usize) -> Result<Vec<f32>,
             msg: format!("{n_elems} elements take {expected} bytes, got {}", bytes.len()),
         });
     }
+    Ok(())
+}
+
+/// Dequantizes `n_elems` elements of type `t` stored in `bytes` to row-major `f32`.
+///
+/// `bytes` must hold exactly the blocks for `n_elems` elements (`n_elems` a multiple of the
+/// block size): a mismatch means the caller sliced the wrong range, so it is an error rather than
+/// a silent truncation. Types without a dequantizer here (`Q2_K`, the `IQ*` family...) are an
+/// error naming the type.
+pub fn dequantize(t: GgmlType, bytes: &[u8], n_elems: usize) -> Result<Vec<f32>, GgufError> {
+    check_blocks(t, bytes, n_elems)?;
     let block_fn: fn(&[u8], &mut [f32]) = match t {
         GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
         GgmlType::F16 => |b, y| y[0] = f16::from_le_bytes([b[0], b[1]]).to_f32(),
