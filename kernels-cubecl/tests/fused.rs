@@ -23,17 +23,6 @@ struct Case {
     codes: Option<QuantKind>,
 }
 
-/// Codes and f16 scales of a tensor quantised elsewhere (GGUF `Q8_0`-style int8 blocks): every
-/// `i8` code, -128 included, and finite scales that vary from block to block.
-fn block_codes(kind: QuantKind, shape: &[u64], seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let n: u64 = shape.iter().product();
-    let codes = (0..n).map(|i| ((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8).collect();
-    let blocks = kind.scales_len(shape) / 2;
-    let scales =
-        (0..blocks).flat_map(|b| half::f16::from_f32(0.001 + (b % 29) as f32 * 0.0017).to_le_bytes()).collect();
-    (codes, scales)
-}
-
 fn cases() -> Vec<Case> {
     // One row; `cols` below, at and past a segment (256), not a multiple of the lanes (32) or of
     // 16; tiles of 96 elements cutting rows into pieces.
@@ -110,7 +99,7 @@ fn write(cases: &[Case], dir: &std::path::Path) -> Container {
         let data = weights(c.dtype, c.rows * c.cols, i as u64 + 3);
         let shape = [c.rows as u64, c.cols as u64];
         if let Some(kind) = c.codes {
-            let (codes, scales) = block_codes(kind, &shape, i as u64);
+            let (codes, scales) = ember_codec::synthetic::quant_test_codes(kind, &shape, i as u64);
             let source = QuantCodes { kind, codes: &codes, scales: &scales };
             w.add(encode_quant_codes(&c.name, &shape, source, &c.opts).unwrap()).unwrap();
             continue;

@@ -109,3 +109,25 @@ pub fn float_test_bytes(dtype: crate::Dtype, n: usize, seed: u64, specials: bool
         })
         .collect()
 }
+
+/// Codes and `f16` scales of a tensor quantised elsewhere, as [`crate::encode_quant_codes`]
+/// takes them: for `kind`'s blocks over `shape`, every byte value as a code (`int4` kinds keep
+/// the low nibble), and finite scales (and minima) that vary from block to block.
+pub fn quant_test_codes(kind: crate::schemes::QuantKind, shape: &[u64], seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let n: u64 = shape.iter().product();
+    let int8 = kind.alphabet() == 256;
+    let codes = (0..n)
+        .map(|i| {
+            let b = ((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8;
+            if int8 {
+                b
+            } else {
+                b & 0x0f
+            }
+        })
+        .collect();
+    let halves = kind.scales_len(shape) / 2;
+    let scales =
+        (0..halves).flat_map(|b| half::f16::from_f32(0.001 + (b % 29) as f32 * 0.0017).to_le_bytes()).collect();
+    (codes, scales)
+}
