@@ -199,8 +199,8 @@ impl GgufSource {
         for e in &self.entries {
             let t = &self.file.tensors()[e.index];
             let rows = t.shape.first().copied().unwrap_or(1).max(1);
-            let blocks = matches!(t.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0);
-            if blocks && t.shape.len() == 2 && e.shift == 0.0 && keep_codes(&e.name, &e.shape, t.ggml_type) {
+            // `keep_codes` holds only for the block types `block_codes` reads (`GgufCodes::keeps_for`).
+            if t.shape.len() == 2 && e.shift == 0.0 && keep_codes(&e.name, &e.shape, t.ggml_type) {
                 if let Some(mut codes) = self.file.block_codes(&t.name)? {
                     if let Some(heads) = e.unpermute_heads {
                         codes

@@ -9,15 +9,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 /// Bumped whenever `ember compress` codes the same source differently within one format version,
-/// so cached containers are rebuilt once: revision 2 keeps a GGUF's `Q4_0`/`Q4_1` codes for
-/// `int4`.
+/// so cached containers are rebuilt once: revision 2 keeps a GGUF's `Q4_0`/`Q4_1`/`Q8_0` codes
+/// (`--gguf-codes auto`).
 const CODING_REVISION: u32 = 2;
 
 /// The container for `source` (a GGUF file or a Hugging Face model directory) coded with
 /// `scheme`, compressed on first use into the cache (`$EMBER_CACHE`, else `~/.cache/ember`) and
 /// reused afterwards. The name carries a hash of the source's content, so a changed file — even
 /// one with the same name and size — never reuses a stale container, and the format version the
-/// encoder writes and its coding revision, so a newer encoder recompresses once instead of reusing an older file.
+/// encoder writes and its coding revision, so a newer encoder recompresses once instead of
+/// reusing an older file.
 fn compressed(source: &Path, name: &str, content: &[PathBuf], scheme: &str) -> Result<PathBuf> {
     let dir = ember_gguf::fetch::cache_dir().join("containers");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

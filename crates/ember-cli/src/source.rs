@@ -21,7 +21,7 @@ pub struct SourceTensor<'a> {
     pub dtype: Dtype,
     /// Its shape.
     pub shape: &'a [u64],
-    /// Its little-endian bytes (empty when it comes as `int4` codes).
+    /// Its little-endian bytes (empty when it comes as [`SourceTensor::codes`]).
     pub data: &'a [u8],
     /// A GGUF tensor that keeps its own `Q4_0`/`Q4_1`/`Q8_0` codes and scales instead of being
     /// dequantized (see [`crate::gguf_source::GgufCodes`]); `dtype` is then `F32`.

@@ -143,7 +143,6 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut per_scheme: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut kept = 0usize;
-    let kept_codes = &mut kept;
     // One tensor at a time (memory bounded by the largest), its tiles coded on the pool.
     pool.install(|| -> Result<()> {
         // GGUF `Q4_0`/`Q4_1`/`Q8_0` matrices selected for a scheme that keeps codes come as codes.
@@ -156,7 +155,7 @@ pub fn run(a: Args) -> Result<()> {
             let n: u64 = t.shape.iter().product();
             let (encoded, source_bytes) = match t.codes {
                 Some(codes) => {
-                    *kept_codes += 1;
+                    kept += 1;
                     let encoded = encode_quant_codes(t.name, t.shape, codes, &opts);
                     (encoded, n * a.gguf_dtype.dtype().size() as u64)
                 }
