@@ -35,8 +35,9 @@ fn cases() -> Vec<Case> {
                     tile_elems: 96,
                     lanes: 32,
                     prob_bits: 12,
-                    // Blocks that are and are not a multiple of the vector width.
-                    int4_block: if k % 2 == 0 { 32 } else { 12 },
+                    // Blocks that are and are not a multiple of the vector width; with the
+                    // shapes, even and odd numbers of whole blocks per row, with and without a tail.
+                    int4_block: [32, 12, 32, 16][k % 4],
                     int4_asymmetric: k % 3 == 1,
                     raw_if_smaller: false,
                 };
@@ -51,8 +52,9 @@ fn cases() -> Vec<Case> {
                 });
             }
         }
-        // GGUF `Q8_0`-style blocks of 32 (a multiple of the vector width) and of 12 (not).
-        let block = if k % 2 == 0 { 32 } else { 12 };
+        // GGUF `Q8_0`-style blocks of 32 (a multiple of two vector widths), 24 (of one) and 12
+        // (of none).
+        let block = [32, 12, 32, 24][k % 4];
         let opts = EncodeOptions { tile_elems: 96, raw_if_smaller: false, ..EncodeOptions::default() };
         out.push(Case {
             name: format!("int8-blocks{block}-{rows}x{cols}"),

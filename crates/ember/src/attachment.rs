@@ -261,7 +261,7 @@ impl Attachment {
         }
         let secs = start.elapsed().as_secs_f64();
         // The decoded weight is alive now: a high-water moment for the meter.
-        crate::meter::sample_slot(&self.meter);
+        crate::meter::track_slot(&self.meter);
         let mut c = lock(&self.counters);
         let s = &mut c[index];
         s.misses += 1;

@@ -194,7 +194,7 @@ impl PassGuard {
 impl Drop for PassGuard {
     fn drop(&mut self) {
         if let Some(m) = &self.meter {
-            m.sample();
+            m.track();
         }
         for c in &self.caches {
             c.end_pass();

@@ -82,16 +82,31 @@ impl Meter {
     /// `None` where nothing can be read (a device that fails to sync, a system without
     /// `/proc/self/status`).
     pub fn sample(&self) -> Option<MemoryReading> {
-        let now = self.read()?;
+        let (now, hwm) = match self.source {
+            MeterSource::DeviceAllocator => (self.read()?, None),
+            MeterSource::ProcessResidentSet => {
+                // One read of the status file for both figures.
+                let [rss, hwm] = proc_status_bytes(["VmRSS:", "VmHWM:"])?;
+                (MemoryReading { in_use: rss, reserved: rss }, Some(hwm))
+            }
+        };
         let mut peak = self.peak.lock().unwrap_or_else(|e| e.into_inner());
         *peak = peak.max(now);
-        if self.source == MeterSource::ProcessResidentSet {
-            // The kernel's own high-water mark catches what no sample saw.
-            if let Some(hwm) = proc_status_bytes("VmHWM:") {
-                *peak = peak.max(MemoryReading { in_use: hwm, reserved: hwm });
-            }
+        // The kernel's own high-water mark catches what no sample saw.
+        if let Some(hwm) = hwm {
+            *peak = peak.max(MemoryReading { in_use: hwm, reserved: hwm });
         }
         Some(now)
+    }
+
+    /// Records a moment of high memory use (a weight just decoded, a pass about to release its
+    /// cache) where only a sample can see it: on the device allocator, which keeps no peak. On
+    /// the CPU path the kernel's `VmHWM` already holds the exact peak, so this does nothing there
+    /// — reading `/proc/self/status` after every decode cost several percent of a token.
+    pub fn track(&self) {
+        if self.source == MeterSource::DeviceAllocator {
+            self.sample();
+        }
     }
 
     /// The highest figures since the last [`Meter::reset_peaks`] (samples it first).
@@ -119,28 +134,36 @@ impl Meter {
                 Some(MemoryReading { in_use: u.bytes_in_use, reserved: u.bytes_reserved })
             }
             MeterSource::ProcessResidentSet => {
-                let rss = proc_status_bytes("VmRSS:")?;
+                let [rss] = proc_status_bytes(["VmRSS:"])?;
                 Some(MemoryReading { in_use: rss, reserved: rss })
             }
         }
     }
 }
 
-/// A `kB` field of `/proc/self/status`, in bytes.
-fn proc_status_bytes(field: &str) -> Option<u64> {
+/// `kB` fields of `/proc/self/status`, in bytes (`None` unless every one is there).
+fn proc_status_bytes<const N: usize>(fields: [&str; N]) -> Option<[u64; N]> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let mut out = [None; N];
+    for line in status.lines() {
+        if let Some(i) = fields.iter().position(|f| line.starts_with(f)) {
+            out[i] = line.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).map(|kb| kb * 1024);
+        }
+    }
+    let mut bytes = [0; N];
+    for (b, o) in bytes.iter_mut().zip(out) {
+        *b = o?;
+    }
+    Some(bytes)
 }
 
 /// Where a store's attachments find the meter, if one is set.
 pub(crate) type MeterSlot = Arc<Mutex<Option<Arc<Meter>>>>;
 
-/// Samples the meter in `slot`, if any.
-pub(crate) fn sample_slot(slot: &MeterSlot) {
+/// [`Meter::track`]s the meter in `slot`, if any.
+pub(crate) fn track_slot(slot: &MeterSlot) {
     let meter = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(m) = meter {
-        m.sample();
+        m.track();
     }
 }

@@ -19,7 +19,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor, TensorData};
-use ember_codec::{encode_tensor, synthetic, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
+use ember_codec::schemes::QuantKind;
+use ember_codec::{
+    encode_quant_codes, encode_tensor, synthetic, Container, ContainerWriter, Dtype, EncodeOptions, QuantCodes,
+    SchemeKind,
+};
 use ember_kernels::fused::cpu::{matmul_wt, CpuPath, StridedF32};
 use ember_kernels::fused::form::FastWeight;
 use ember_kernels::fused::op::{matmul, FusedWeight, Orientation};
@@ -97,6 +101,13 @@ fn main() -> Result<()> {
     for scheme in [SchemeKind::Lossless, SchemeKind::Int8, SchemeKind::Int4, SchemeKind::Raw] {
         w.add(encode_tensor(scheme.name(), Dtype::BF16, &shape, &bf16, scheme, &opts)?)?;
     }
+    // The forms a GGUF's own codes keep: Q4_1-style asymmetric int4 and Q8_0-style block-scaled
+    // int8, blocks of 32.
+    let asym = EncodeOptions { int4_asymmetric: true, ..EncodeOptions::default() };
+    w.add(encode_tensor("int4-asym", Dtype::BF16, &shape, &bf16, SchemeKind::Int4, &asym)?)?;
+    let kind = QuantKind::Int8Blocks { block: 32 };
+    let (codes, scales) = synthetic::quant_test_codes(kind, &shape, 7);
+    w.add(encode_quant_codes("int8-blocks32", &shape, QuantCodes { kind, codes: &codes, scales: &scales }, &opts)?)?;
     w.finish()?;
     let file = Container::open(&path)?;
     let x: Vec<f32> = (0..cols).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
@@ -104,7 +115,7 @@ fn main() -> Result<()> {
     let weights = (rows * cols) as f64;
 
     let mut results = Vec::new();
-    for scheme in ["lossless", "int8", "int4"] {
+    for scheme in ["lossless", "int8", "int4", "int4-asym", "int8-blocks32"] {
         let t = file.get(scheme)?;
         let form = FastWeight::from_container(&file, t)?;
         let fused = FusedWeight::new(form.clone(), &device, true);
@@ -112,6 +123,9 @@ fn main() -> Result<()> {
             let y = fused.linear(xt.clone(), Orientation::RowsAreOutputs, None);
             let _ = y.into_data();
         });
+        // The CPU kernel alone, without the op's tensor conversions.
+        let kernel =
+            (device == Device::flex()).then(|| median(reps, || drop(matmul_wt(&form, &x, 1, None, CpuPath::Best))));
         let rans = if device == Device::flex() {
             Some(median(reps, || drop(rans_fused(&file, scheme, &x, cols).expect("tiles decode"))))
         } else {
@@ -127,6 +141,7 @@ fn main() -> Result<()> {
             "stored_bytes": t.stored_bytes(),
             "fast_form_bytes": fused.resident_bytes(),
             "fast_fused_us": fast * 1e6,
+            "fast_fused_kernel_us": kernel.map(|k| k * 1e6),
             "rans_fused_us": rans.map(|r| r * 1e6),
             "decode_matmul_us": decode_matmul * 1e6,
             "fast_fused_gweights_per_s": weights / fast / 1e9,

@@ -29,6 +29,13 @@ pub const SEG: usize = 256;
 /// Weights per parallel task: below this, splitting costs more than it saves.
 const TASK_WEIGHTS: usize = 1 << 16;
 
+/// Whether a product over `weights` weights runs on the calling thread: with one thread in the
+/// pool, or too little work to share. Handing work to the pool from outside it parks the caller
+/// on a futex and wakes it again, some microseconds per product, a batch-1 token makes hundreds.
+fn serial(weights: usize) -> bool {
+    weights < 2 * TASK_WEIGHTS || rayon::current_num_threads() == 1
+}
+
 /// Which instruction set the kernels may use (tests compare them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuPath {
@@ -64,10 +71,44 @@ pub trait RowSource: Sync {
     fn contiguous(&self, row: usize, col0: usize, len: usize) -> Option<&[f32]>;
     /// Writes `W[row][col0 .. col0 + out.len()]` into `out`; `col0` is a multiple of 16.
     fn decode(&self, row: usize, col0: usize, out: &mut [f32], simd: bool);
+    /// What [`RowSource::dot_row`] wants precomputed from the activation row, once per product
+    /// and shared by every row.
+    fn prepare(&self, _x: &[f32], _simd: bool) -> Prepared {
+        Prepared::default()
+    }
     /// `Σ_c W[row][c]·x[c]` computed straight from the codes in registers, where the source has
     /// such a kernel (the batch-1 case); `None` sends the caller through [`RowSource::decode`].
-    fn dot_row(&self, _row: usize, _x: &[f32], _simd: bool) -> Option<f32> {
+    /// `prep` is what [`RowSource::prepare`] made of `x`.
+    fn dot_row(&self, _row: usize, _x: &[f32], _prep: &Prepared, _simd: bool) -> Option<f32> {
         None
+    }
+}
+
+/// Per-product precomputation of the batch-1 kernels: work that depends on the activation row
+/// only, done once instead of once per weight row.
+#[derive(Clone, Debug, Default)]
+pub struct Prepared {
+    /// For packed 4-bit rows: `x` over the row's whole blocks with every aligned group of 16
+    /// reordered as a nibble split of 8 packed bytes yields it (the 8 even elements, then the 8
+    /// odd ones), so the kernel needs no shuffle to put codes back in element order.
+    nibble_x: Vec<f32>,
+    /// For asymmetric 4-bit rows: `Σ x` over each whole block (the minimums' share of a row's
+    /// dot product is then `Σ_b min_b · block_sums[b]`).
+    block_sums: Vec<f32>,
+}
+
+impl Prepared {
+    /// `x` in nibble order and its block sums, over the `cols / block` whole blocks.
+    fn for_int4(x: &[f32], block: usize, sums: bool) -> Self {
+        let whole = x.len() / block * block;
+        let mut nibble_x = Vec::with_capacity(whole);
+        for group in x[..whole].chunks_exact(16) {
+            nibble_x.extend(group.iter().step_by(2));
+            nibble_x.extend(group.iter().skip(1).step_by(2));
+        }
+        let block_sums =
+            if sums { x[..whole].chunks_exact(block).map(|b| b.iter().sum()).collect() } else { Vec::new() };
+        Self { nibble_x, block_sums }
     }
 }
 
@@ -144,13 +185,21 @@ impl RowSource for FastWeight {
         let _ = simd;
         decode_scalar(self, row, col0, out);
     }
-    fn dot_row(&self, row: usize, x: &[f32], simd: bool) -> Option<f32> {
+    fn prepare(&self, x: &[f32], simd: bool) -> Prepared {
+        match &self.codes {
+            FastCodes::Int4 { block, mins, .. } if simd && block.is_multiple_of(16) => {
+                Prepared::for_int4(&x[..self.cols.min(x.len())], *block, mins.is_some())
+            }
+            _ => Prepared::default(),
+        }
+    }
+    fn dot_row(&self, row: usize, x: &[f32], prep: &Prepared, simd: bool) -> Option<f32> {
         #[cfg(target_arch = "x86_64")]
         if simd {
             // SAFETY: `simd` is only true when `simd_ok` found AVX2, FMA and F16C.
-            return unsafe { x86::dot_row(self, row, x) };
+            return unsafe { x86::dot_row(self, row, x, prep) };
         }
-        let _ = (row, x, simd);
+        let _ = (row, x, prep, simd);
         None
     }
 }
@@ -283,16 +332,17 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
     // The in-register batch-1 kernels regroup sums by block (int4 with minimums sums `x`
     // apart), which would turn `w·∞` into `0·∞`: non-finite activations take the segment path.
     let batch1 = m == 1 && x.iter().all(|v| v.is_finite());
+    let prep = if batch1 { w.prepare(x, simd) } else { Prepared::default() };
     let chunk = (TASK_WEIGHTS / cols.max(1)).clamp(1, rows.max(1));
     // Outputs computed transposed (`rows × m`) so that each task owns a contiguous slice.
     let mut yt = vec![0f32; rows * m];
-    yt.par_chunks_mut(chunk * m.max(1)).enumerate().for_each(|(t, out)| {
+    let task = |(t, out): (usize, &mut [f32])| {
         let mut seg = [0f32; SEG];
         let r0 = t * chunk;
         for (dr, y) in out.chunks_mut(m.max(1)).enumerate() {
             let r = r0 + dr;
             if batch1 {
-                if let Some(v) = w.dot_row(r, x, simd) {
+                if let Some(v) = w.dot_row(r, x, &prep, simd) {
                     y[0] = v;
                     continue;
                 }
@@ -307,7 +357,12 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
                 c += len;
             }
         }
-    });
+    };
+    if serial(rows * cols) {
+        yt.chunks_mut(chunk * m.max(1)).enumerate().for_each(task);
+    } else {
+        yt.par_chunks_mut(chunk * m.max(1)).enumerate().for_each(task);
+    }
     let mut y = vec![0f32; m * rows];
     for r in 0..rows {
         let b = bias.map_or(0.0, |b| b[r]);
@@ -329,28 +384,28 @@ pub fn matmul_w(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, pa
     let simd = simd_ok(path);
     // Column ranges: multiples of 16 elements wide, so packed rows start on a byte.
     let width = (TASK_WEIGHTS / rows.max(1)).next_multiple_of(16).clamp(16, cols.next_multiple_of(16).max(16));
-    let parts: Vec<(usize, Vec<f32>)> = (0..cols.div_ceil(width))
-        .into_par_iter()
-        .map(|t| {
-            let c0 = t * width;
-            let c1 = (c0 + width).min(cols);
-            let mut acc = vec![0f32; m * (c1 - c0)];
-            let mut seg = [0f32; SEG];
-            for r in 0..rows {
-                let mut c = c0;
-                while c < c1 {
-                    let len = (c1 - c).min(SEG);
-                    let values = segment(w, r, c, len, &mut seg, simd);
-                    for i in 0..m {
-                        let y = &mut acc[i * (c1 - c0) + (c - c0)..i * (c1 - c0) + (c - c0) + len];
-                        axpy(y, x[i * rows + r], values, simd);
-                    }
-                    c += len;
+    let task = |t: usize| {
+        let c0 = t * width;
+        let c1 = (c0 + width).min(cols);
+        let mut acc = vec![0f32; m * (c1 - c0)];
+        let mut seg = [0f32; SEG];
+        for r in 0..rows {
+            let mut c = c0;
+            while c < c1 {
+                let len = (c1 - c).min(SEG);
+                let values = segment(w, r, c, len, &mut seg, simd);
+                for i in 0..m {
+                    let y = &mut acc[i * (c1 - c0) + (c - c0)..i * (c1 - c0) + (c - c0) + len];
+                    axpy(y, x[i * rows + r], values, simd);
                 }
+                c += len;
             }
-            (c0, acc)
-        })
-        .collect();
+        }
+        (c0, acc)
+    };
+    let tasks = 0..cols.div_ceil(width);
+    let parts: Vec<(usize, Vec<f32>)> =
+        if serial(rows * cols) { tasks.map(task).collect() } else { tasks.into_par_iter().map(task).collect() };
     let mut y = vec![0f32; m * cols];
     for (c0, acc) in parts {
         let w = acc.len() / m.max(1);
@@ -372,6 +427,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::form::{FastCodes, FastWeight};
+    use super::Prepared;
 
     /// # Safety
     /// AVX2 and FMA must be available.
@@ -453,7 +509,7 @@ mod x86 {
     /// # Safety
     /// AVX2, FMA and F16C must be available; `x` holds the row's `cols` activations.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_row(w: &FastWeight, row: usize, x: &[f32]) -> Option<f32> {
+    pub(super) unsafe fn dot_row(w: &FastWeight, row: usize, x: &[f32], prep: &Prepared) -> Option<f32> {
         // SAFETY: AVX2, FMA and F16C are available and `x` holds the row's activations (the caller's contract); every load reads inside the row's codes, scales and `x`, whose lengths the form fixes.
         unsafe {
             let cols = w.cols.min(x.len());
@@ -464,21 +520,15 @@ mod x86 {
             let tail: f32;
             match &w.codes {
                 FastCodes::Int8 { codes, block, scales } if *block < w.cols => {
-                    // Per block of a multiple of 8: Σ code·x, then one multiply by its scale.
+                    // Per block of a multiple of 8: Σ code·x, then one multiply by its scale; two
+                    // blocks in flight, so neither sum waits on the other.
                     if block % 8 != 0 {
                         return None;
                     }
-                    let first = row * w.cols.div_ceil(*block);
-                    let p = codes.as_ptr().add(base);
-                    while k + *block <= cols {
-                        let mut bacc = _mm256_setzero_ps();
-                        for g in (0..*block).step_by(8) {
-                            let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(k + g) as *const __m128i));
-                            bacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(px.add(k + g)), bacc);
-                        }
-                        acc[0] = _mm256_fmadd_ps(bacc, _mm256_set1_ps(scales[first + k / block]), acc[0]);
-                        k += block;
-                    }
+                    let whole = cols / block;
+                    let s = &scales[row * w.cols.div_ceil(*block)..][..whole];
+                    (acc[0], acc[2]) = int8_blocks(codes.as_ptr().add(base), px, *block, s);
+                    k = whole * block;
                     tail = super::reference_dot(w, row, x, k, cols);
                 }
                 FastCodes::Int8 { codes, scales, .. } => {
@@ -499,32 +549,31 @@ mod x86 {
                     let rest: f32 = (k..cols).map(|c| codes[base + c] as f32 * x[c]).sum();
                     return Some((hsum(acc) + rest) * scales[row]);
                 }
-                FastCodes::Int4 { packed, block, scales, mins } if block % 16 == 0 => {
-                    // Per block: Σ code'·x (and Σ x for blocks with a minimum), then one multiply
-                    // by the block's scale — the values are the reference's up to rounding order.
+                FastCodes::Int4 { packed, block, scales, mins }
+                    if block % 16 == 0 && prep.nibble_x.len() == cols / block * block =>
+                {
+                    // Per block: Σ code·x over the codes as a nibble split leaves them, against
+                    // `x` prepared in that order, then one multiply by the block's scale.
+                    // Symmetric codes are re-centred (−8) as bytes; for asymmetric ones the
+                    // minimums' share is Σ min·(Σ x of the block), the sums prepared once.
+                    let whole = cols / block;
                     let first = row * w.cols.div_ceil(*block);
-                    let eight = _mm256_set1_epi32(8);
-                    while k + *block <= cols {
-                        let b = first + k / block;
-                        let (mut bacc, mut xs) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                        for g in (0..*block).step_by(16) {
-                            let codes = nibbles16(packed.as_ptr().add((base + k + g) / 2));
-                            for h in 0..2 {
-                                let bytes = if h == 0 { codes } else { _mm_srli_si128::<8>(codes) };
-                                let c = _mm256_cvtepu8_epi32(bytes);
-                                let xv = _mm256_loadu_ps(px.add(k + g + 8 * h));
-                                let c = if mins.is_none() { _mm256_sub_epi32(c, eight) } else { c };
-                                bacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), xv, bacc);
-                                xs = _mm256_add_ps(xs, xv);
-                            }
-                        }
-                        acc[0] = _mm256_fmadd_ps(bacc, _mm256_set1_ps(scales[b]), acc[0]);
-                        if let Some(m) = mins {
-                            acc[1] = _mm256_fmadd_ps(xs, _mm256_set1_ps(m[b]), acc[1]);
-                        }
-                        k += block;
-                    }
-                    tail = super::reference_dot(w, row, x, k, cols);
+                    let s = &scales[first..][..whole];
+                    let (p, nx) = (packed.as_ptr().add(base / 2), prep.nibble_x.as_ptr());
+                    let (d, last) = if mins.is_none() {
+                        int4_blocks::<true>(p, nx, *block, s)
+                    } else {
+                        int4_blocks::<false>(p, nx, *block, s)
+                    };
+                    acc[0] = d;
+                    acc[2] = last;
+                    let min_share = match mins {
+                        Some(m) if prep.block_sums.len() == whole => dot(&m[first..][..whole], &prep.block_sums),
+                        Some(_) => return None,
+                        None => 0.0,
+                    };
+                    k = whole * block;
+                    tail = min_share + super::reference_dot(w, row, x, k, cols);
                 }
                 FastCodes::Bf16Rank { exponents, ranks, low, escapes, row_escapes } => {
                     // Escapes read +0.0 here and are added from their list; an escape meeting a
@@ -554,6 +603,164 @@ mod x86 {
                 _ => return None,
             }
             Some(hsum(acc) + tail)
+        }
+    }
+
+    /// `Σ code·x` over one int8 block of `block` (a multiple of 8) codes at `p`, as a vector of
+    /// eight partial sums.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `p` and `x` point at `block` readable codes and values.
+    #[inline(always)]
+    unsafe fn int8_block(p: *const i8, x: *const f32, block: usize) -> __m256 {
+        // SAFETY: every load reads `p[g..g + 8]`/`x[g..g + 8]` for `g + 8 ≤ block` (the caller's contract).
+        unsafe {
+            let (mut a0, mut a1, mut g) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
+            while g + 16 <= block {
+                a0 = _mm256_fmadd_ps(int8x8(p.add(g)), _mm256_loadu_ps(x.add(g)), a0);
+                a1 = _mm256_fmadd_ps(int8x8(p.add(g + 8)), _mm256_loadu_ps(x.add(g + 8)), a1);
+                g += 16;
+            }
+            if g < block {
+                a0 = _mm256_fmadd_ps(int8x8(p.add(g)), _mm256_loadu_ps(x.add(g)), a0);
+            }
+            _mm256_add_ps(a0, a1)
+        }
+    }
+
+    /// Eight int8 codes at `p` as f32.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `p` points at 8 readable bytes.
+    #[inline(always)]
+    unsafe fn int8x8(p: *const i8) -> __m256 {
+        // SAFETY: an 8-byte load at `p` (the caller's contract).
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
+    }
+
+    /// `Σ_b scale_b · Σ code·x` over a row's whole 4-bit blocks (one scale per block in
+    /// `scales`), two blocks in flight: the sum of the pairs and the odd last block apart.
+    ///
+    /// # Safety
+    /// As [`int4_block`], for `scales.len()` consecutive blocks.
+    #[inline(always)]
+    unsafe fn int4_blocks<const SYM: bool>(
+        p: *const u8,
+        x: *const f32,
+        block: usize,
+        scales: &[f32],
+    ) -> (__m256, __m256) {
+        // SAFETY: the caller's contract, passed on. GGUF's blocks of 32 get a loop with the
+        // block length known, fully unrolled.
+        unsafe {
+            if block == 32 {
+                int4_blocks_n::<SYM>(p, x, 32, scales)
+            } else {
+                int4_blocks_n::<SYM>(p, x, block, scales)
+            }
+        }
+    }
+
+    /// [`int4_blocks`] for one block length.
+    ///
+    /// # Safety
+    /// As [`int4_blocks`].
+    #[inline(always)]
+    unsafe fn int4_blocks_n<const SYM: bool>(
+        p: *const u8,
+        x: *const f32,
+        block: usize,
+        scales: &[f32],
+    ) -> (__m256, __m256) {
+        // SAFETY: block `b < scales.len()` reads `p[b·block/2..]` and `x[b·block..]` (the caller's contract).
+        unsafe {
+            let (mut acc0, mut acc1, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
+            while b + 2 <= scales.len() {
+                let (k0, k1) = (b * block, (b + 1) * block);
+                let d0 = int4_block::<SYM>(p.add(k0 / 2), x.add(k0), block);
+                let d1 = int4_block::<SYM>(p.add(k1 / 2), x.add(k1), block);
+                acc0 = _mm256_fmadd_ps(d0, _mm256_set1_ps(scales[b]), acc0);
+                acc1 = _mm256_fmadd_ps(d1, _mm256_set1_ps(scales[b + 1]), acc1);
+                b += 2;
+            }
+            let last = if b < scales.len() {
+                let k0 = b * block;
+                _mm256_mul_ps(int4_block::<SYM>(p.add(k0 / 2), x.add(k0), block), _mm256_set1_ps(scales[b]))
+            } else {
+                _mm256_setzero_ps()
+            };
+            (_mm256_add_ps(acc0, acc1), last)
+        }
+    }
+
+    /// `Σ_b scale_b · Σ code·x` over a row's whole int8 blocks (one scale per block in
+    /// `scales`), two blocks in flight: the sum of the pairs and the odd last block apart.
+    ///
+    /// # Safety
+    /// As [`int8_block`], for `scales.len()` consecutive blocks.
+    #[inline(always)]
+    unsafe fn int8_blocks(p: *const i8, x: *const f32, block: usize, scales: &[f32]) -> (__m256, __m256) {
+        // SAFETY: the caller's contract, passed on; blocks of 32 get the unrolled loop.
+        unsafe {
+            if block == 32 {
+                int8_blocks_n(p, x, 32, scales)
+            } else {
+                int8_blocks_n(p, x, block, scales)
+            }
+        }
+    }
+
+    /// [`int8_blocks`] for one block length.
+    ///
+    /// # Safety
+    /// As [`int8_blocks`].
+    #[inline(always)]
+    unsafe fn int8_blocks_n(p: *const i8, x: *const f32, block: usize, scales: &[f32]) -> (__m256, __m256) {
+        // SAFETY: block `b < scales.len()` reads `p[b·block..]` and `x[b·block..]` (the caller's contract).
+        unsafe {
+            let (mut acc0, mut acc1, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
+            while b + 2 <= scales.len() {
+                let (k0, k1) = (b * block, (b + 1) * block);
+                let d0 = int8_block(p.add(k0), x.add(k0), block);
+                let d1 = int8_block(p.add(k1), x.add(k1), block);
+                acc0 = _mm256_fmadd_ps(d0, _mm256_set1_ps(scales[b]), acc0);
+                acc1 = _mm256_fmadd_ps(d1, _mm256_set1_ps(scales[b + 1]), acc1);
+                b += 2;
+            }
+            let last = if b < scales.len() {
+                let k0 = b * block;
+                _mm256_mul_ps(int8_block(p.add(k0), x.add(k0), block), _mm256_set1_ps(scales[b]))
+            } else {
+                _mm256_setzero_ps()
+            };
+            (_mm256_add_ps(acc0, acc1), last)
+        }
+    }
+
+    /// `Σ code·x` over one packed 4-bit block of `block` (a multiple of 16) codes at `p`, against
+    /// `x` in nibble order ([`Prepared`]); `SYM` re-centres the codes by −8 first.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `p` points at `block / 2` readable bytes, `x` at `block` values.
+    #[inline(always)]
+    unsafe fn int4_block<const SYM: bool>(p: *const u8, x: *const f32, block: usize) -> __m256 {
+        // SAFETY: every load reads `p[g/2..g/2 + 8]`/`x[g..g + 16]` for `g + 16 ≤ block` (the caller's contract).
+        unsafe {
+            let (mask, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
+            let (mut a0, mut a1, mut g) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
+            while g + 16 <= block {
+                let bytes = _mm_loadl_epi64(p.add(g / 2) as *const __m128i);
+                let (even, odd) = (_mm_and_si128(bytes, mask), _mm_and_si128(_mm_srli_epi16::<4>(bytes), mask));
+                let (even, odd) = if SYM {
+                    (_mm256_cvtepi8_epi32(_mm_sub_epi8(even, eight)), _mm256_cvtepi8_epi32(_mm_sub_epi8(odd, eight)))
+                } else {
+                    (_mm256_cvtepu8_epi32(even), _mm256_cvtepu8_epi32(odd))
+                };
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(even), _mm256_loadu_ps(x.add(g)), a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(odd), _mm256_loadu_ps(x.add(g + 8)), a1);
+                g += 16;
+            }
+            _mm256_add_ps(a0, a1)
         }
     }
 
