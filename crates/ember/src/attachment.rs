@@ -114,7 +114,7 @@ pub(crate) struct Attachment {
     counters: Mutex<Vec<WeightStats>>,
     pub(crate) dense: (usize, u64),
     memory: Mutex<(Option<DeviceMemory>, Option<u64>)>,
-    /// The store's memory meter, sampled after every decode.
+    /// The store's memory meter, tracked after every decode ([`crate::Meter::track`]).
     pub(crate) meter: crate::meter::MeterSlot,
 }
 

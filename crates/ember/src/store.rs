@@ -260,8 +260,10 @@ impl Store {
     }
 
     /// Samples `meter` after every decode of this store's weights and at the end of every pass
-    /// (see [`Meter`](crate::Meter): each sample syncs the device, so set one for measurement
-    /// runs); `None` stops. Applies to attachments made before and after the call.
+    /// where only samples see the peak (a GPU's allocator; see [`Meter`](crate::Meter): each
+    /// sample syncs the device, so set one for measurement runs); on the CPU path the kernel's
+    /// own high-water mark is the peak and nothing is sampled per decode. `None` stops. Applies
+    /// to attachments made before and after the call.
     ///
     /// ```no_run
     /// # fn run(store: &ember::Store, device: &burn::tensor::Device, model: &dyn Fn() -> u32) {
