@@ -527,7 +527,7 @@ mod x86 {
                     }
                     let whole = cols / block;
                     let s = &scales[row * w.cols.div_ceil(*block)..][..whole];
-                    (acc[0], acc[2]) = int8_blocks(codes.as_ptr().add(base), px, *block, s);
+                    (acc[0], acc[2]) = scaled_blocks(&Int8Row { p: codes.as_ptr().add(base), x: px }, *block, s);
                     k = whole * block;
                     tail = super::reference_dot(w, row, x, k, cols);
                 }
@@ -561,9 +561,9 @@ mod x86 {
                     let s = &scales[first..][..whole];
                     let (p, nx) = (packed.as_ptr().add(base / 2), prep.nibble_x.as_ptr());
                     let (d, last) = if mins.is_none() {
-                        int4_blocks::<true>(p, nx, *block, s)
+                        scaled_blocks(&Int4Row::<true> { p, x: nx }, *block, s)
                     } else {
-                        int4_blocks::<false>(p, nx, *block, s)
+                        scaled_blocks(&Int4Row::<false> { p, x: nx }, *block, s)
                     };
                     acc[0] = d;
                     acc[2] = last;
@@ -638,98 +638,79 @@ mod x86 {
         unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
     }
 
-    /// `Σ_b scale_b · Σ code·x` over a row's whole 4-bit blocks (one scale per block in
-    /// `scales`), two blocks in flight: the sum of the pairs and the odd last block apart.
-    ///
-    /// # Safety
-    /// As [`int4_block`], for `scales.len()` consecutive blocks.
-    #[inline(always)]
-    unsafe fn int4_blocks<const SYM: bool>(
+    /// One block's `Σ code·x` for [`scaled_blocks`]: a kind of codes with its row and activations.
+    trait BlockDot {
+        /// The block of `block` codes from element `k0`, as eight partial sums.
+        ///
+        /// # Safety
+        /// AVX2 and FMA must be available; the block lies inside the row and the activations.
+        unsafe fn block_dot(&self, k0: usize, block: usize) -> __m256;
+    }
+
+    /// Packed 4-bit codes from `p` against nibble-ordered activations from `x` ([`int4_block`]).
+    struct Int4Row<const SYM: bool> {
         p: *const u8,
         x: *const f32,
-        block: usize,
-        scales: &[f32],
-    ) -> (__m256, __m256) {
-        // SAFETY: the caller's contract, passed on. GGUF's blocks of 32 get a loop with the
-        // block length known, fully unrolled.
+    }
+
+    impl<const SYM: bool> BlockDot for Int4Row<SYM> {
+        #[inline(always)]
+        unsafe fn block_dot(&self, k0: usize, block: usize) -> __m256 {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { int4_block::<SYM>(self.p.add(k0 / 2), self.x.add(k0), block) }
+        }
+    }
+
+    /// int8 codes from `p` against activations from `x` ([`int8_block`]).
+    struct Int8Row {
+        p: *const i8,
+        x: *const f32,
+    }
+
+    impl BlockDot for Int8Row {
+        #[inline(always)]
+        unsafe fn block_dot(&self, k0: usize, block: usize) -> __m256 {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { int8_block(self.p.add(k0), self.x.add(k0), block) }
+        }
+    }
+
+    /// `Σ_b scale_b · Σ code·x` over a row's whole blocks (one scale per block in `scales`),
+    /// two blocks in flight: the sum of the pairs and the odd last block apart. GGUF's blocks of
+    /// 32 get a loop with the block length known, fully unrolled.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `row` holds `scales.len()` whole blocks of `block` codes.
+    #[inline(always)]
+    unsafe fn scaled_blocks(row: &impl BlockDot, block: usize, scales: &[f32]) -> (__m256, __m256) {
+        // SAFETY: the caller's contract, passed on.
         unsafe {
             if block == 32 {
-                int4_blocks_n::<SYM>(p, x, 32, scales)
+                scaled_blocks_n(row, 32, scales)
             } else {
-                int4_blocks_n::<SYM>(p, x, block, scales)
+                scaled_blocks_n(row, block, scales)
             }
         }
     }
 
-    /// [`int4_blocks`] for one block length.
+    /// [`scaled_blocks`] for one block length.
     ///
     /// # Safety
-    /// As [`int4_blocks`].
+    /// As [`scaled_blocks`].
     #[inline(always)]
-    unsafe fn int4_blocks_n<const SYM: bool>(
-        p: *const u8,
-        x: *const f32,
-        block: usize,
-        scales: &[f32],
-    ) -> (__m256, __m256) {
-        // SAFETY: block `b < scales.len()` reads `p[b·block/2..]` and `x[b·block..]` (the caller's contract).
+    unsafe fn scaled_blocks_n(row: &impl BlockDot, block: usize, scales: &[f32]) -> (__m256, __m256) {
+        // SAFETY: block `b < scales.len()` lies inside the row (the caller's contract).
         unsafe {
             let (mut acc0, mut acc1, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
             while b + 2 <= scales.len() {
-                let (k0, k1) = (b * block, (b + 1) * block);
-                let d0 = int4_block::<SYM>(p.add(k0 / 2), x.add(k0), block);
-                let d1 = int4_block::<SYM>(p.add(k1 / 2), x.add(k1), block);
+                let d0 = row.block_dot(b * block, block);
+                let d1 = row.block_dot((b + 1) * block, block);
                 acc0 = _mm256_fmadd_ps(d0, _mm256_set1_ps(scales[b]), acc0);
                 acc1 = _mm256_fmadd_ps(d1, _mm256_set1_ps(scales[b + 1]), acc1);
                 b += 2;
             }
             let last = if b < scales.len() {
-                let k0 = b * block;
-                _mm256_mul_ps(int4_block::<SYM>(p.add(k0 / 2), x.add(k0), block), _mm256_set1_ps(scales[b]))
-            } else {
-                _mm256_setzero_ps()
-            };
-            (_mm256_add_ps(acc0, acc1), last)
-        }
-    }
-
-    /// `Σ_b scale_b · Σ code·x` over a row's whole int8 blocks (one scale per block in
-    /// `scales`), two blocks in flight: the sum of the pairs and the odd last block apart.
-    ///
-    /// # Safety
-    /// As [`int8_block`], for `scales.len()` consecutive blocks.
-    #[inline(always)]
-    unsafe fn int8_blocks(p: *const i8, x: *const f32, block: usize, scales: &[f32]) -> (__m256, __m256) {
-        // SAFETY: the caller's contract, passed on; blocks of 32 get the unrolled loop.
-        unsafe {
-            if block == 32 {
-                int8_blocks_n(p, x, 32, scales)
-            } else {
-                int8_blocks_n(p, x, block, scales)
-            }
-        }
-    }
-
-    /// [`int8_blocks`] for one block length.
-    ///
-    /// # Safety
-    /// As [`int8_blocks`].
-    #[inline(always)]
-    unsafe fn int8_blocks_n(p: *const i8, x: *const f32, block: usize, scales: &[f32]) -> (__m256, __m256) {
-        // SAFETY: block `b < scales.len()` reads `p[b·block..]` and `x[b·block..]` (the caller's contract).
-        unsafe {
-            let (mut acc0, mut acc1, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
-            while b + 2 <= scales.len() {
-                let (k0, k1) = (b * block, (b + 1) * block);
-                let d0 = int8_block(p.add(k0), x.add(k0), block);
-                let d1 = int8_block(p.add(k1), x.add(k1), block);
-                acc0 = _mm256_fmadd_ps(d0, _mm256_set1_ps(scales[b]), acc0);
-                acc1 = _mm256_fmadd_ps(d1, _mm256_set1_ps(scales[b + 1]), acc1);
-                b += 2;
-            }
-            let last = if b < scales.len() {
-                let k0 = b * block;
-                _mm256_mul_ps(int8_block(p.add(k0), x.add(k0), block), _mm256_set1_ps(scales[b]))
+                _mm256_mul_ps(row.block_dot(b * block, block), _mm256_set1_ps(scales[b]))
             } else {
                 _mm256_setzero_ps()
             };
