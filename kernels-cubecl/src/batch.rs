@@ -40,13 +40,33 @@ pub mod desc {
     pub const START: usize = 6;
     /// The tensor's last dimension.
     pub const COLS: usize = 7;
-    /// The `int4` block length.
+    /// The `int4` (or block-scaled `int8`) block length; for the super-block schemes the block
+    /// length in bits 0..16 and the blocks per super-block in bits 16..32 (see [`pack_block`]).
     pub const BLOCK: usize = 8;
     /// Bits 0..8: `lossless` joint mantissa bits; bits 8..17: the number of symbols (their
     /// values follow the slot table in the tables buffer); bit 17: 16-bit lane word counts.
     pub const SYMBOLS: usize = 9;
     /// Bit of [`SYMBOLS`] set when tiles store 16-bit lane word counts (format version 2).
     pub const COUNTS16_BIT: u32 = 1 << 17;
+
+    /// The [`BLOCK`] word of a tensor with blocks of `block` elements, `blocks` per super-block
+    /// (1 without super-blocks). The format bounds a super-block's block length to 16 bits.
+    pub fn pack_block(block: u32, blocks: u32) -> u32 {
+        if blocks > 1 {
+            (block & 0xffff) | blocks << 16
+        } else {
+            block
+        }
+    }
+
+    /// The block length and blocks per super-block in a [`BLOCK`] word of a `scheme` tensor.
+    pub fn unpack_block(word: u32, scheme: super::KernelScheme) -> (usize, usize) {
+        if scheme.has_super_blocks() {
+            ((word & 0xffff) as usize, (word >> 16) as usize)
+        } else {
+            (word as usize, 1)
+        }
+    }
 }
 
 /// Words of shared memory reserved for a `lossless` tensor's symbol values.
@@ -76,6 +96,10 @@ pub enum KernelScheme {
     RawF32 = 8,
     /// `int8` with per-block `f16` scales (format version 3).
     Int8Blocks = 9,
+    /// `int8` in super-blocks (format version 4; GGUF `Q6_K`).
+    Int8Super = 10,
+    /// Asymmetric `int4` in super-blocks (format version 4; GGUF `Q4_K`).
+    Int4Super = 11,
 }
 
 impl KernelScheme {
@@ -86,14 +110,21 @@ impl KernelScheme {
             (Scheme::Lossless { .. }, Dtype::F16) => Self::LosslessF16,
             (Scheme::Lossless { .. }, Dtype::F32) => Self::LosslessF32,
             (Scheme::Int8 { block: None, .. }, _) => Self::Int8,
-            (Scheme::Int8 { block: Some(_), .. }, _) => Self::Int8Blocks,
+            (Scheme::Int8 { block: Some(_), super_blocks: None, .. }, _) => Self::Int8Blocks,
+            (Scheme::Int8 { block: Some(_), super_blocks: Some(_), .. }, _) => Self::Int8Super,
             (Scheme::Int4 { asymmetric: false, .. }, _) => Self::Int4Symmetric,
-            (Scheme::Int4 { asymmetric: true, .. }, _) => Self::Int4Asymmetric,
+            (Scheme::Int4 { asymmetric: true, super_blocks: None, .. }, _) => Self::Int4Asymmetric,
+            (Scheme::Int4 { asymmetric: true, super_blocks: Some(_), .. }, _) => Self::Int4Super,
             (Scheme::Raw, Dtype::BF16) => Self::RawBf16,
             (Scheme::Raw, Dtype::F16) => Self::RawF16,
             (Scheme::Raw, Dtype::F32) => Self::RawF32,
             _ => return None,
         })
+    }
+
+    /// Whether the tensor's side data comes in super-blocks.
+    pub fn has_super_blocks(self) -> bool {
+        matches!(self, Self::Int8Super | Self::Int4Super)
     }
 
     /// Whether the tensor's original values are 16 bits wide (so [`OutputKind::Native16`] applies).
@@ -227,10 +258,7 @@ impl DecodeBatch {
             let scales_off = batch.scales.len();
             batch.scales.extend(words(file.scales_bytes(t)?));
             let (_, cols) = rows_cols(&t.shape);
-            let block = match t.scheme {
-                Scheme::Int4 { block, .. } | Scheme::Int8 { block: Some(block), .. } => block,
-                _ => 1,
-            };
+            let block = desc::pack_block(t.scheme.block().unwrap_or(1), t.scheme.super_blocks().unwrap_or(1));
             let offset = batch.output_elements;
             let first_tile = batch.num_tiles();
             let raw_bits = t.dtype.float_layout().map_or(0, |l| l.joint_raw_bits(joint));

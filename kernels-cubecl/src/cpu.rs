@@ -56,12 +56,19 @@ fn build_decoder(tables: &[u32], scheme: KernelScheme, lanes: usize, d: &[u32]) 
         KernelScheme::LosslessBf16 => lossless(Dtype::BF16)?,
         KernelScheme::LosslessF16 => lossless(Dtype::F16)?,
         KernelScheme::LosslessF32 => lossless(Dtype::F32)?,
-        KernelScheme::Int8 | KernelScheme::Int8Blocks | KernelScheme::Int4Symmetric | KernelScheme::Int4Asymmetric => {
-            let block = d[desc::BLOCK] as usize;
+        KernelScheme::Int8
+        | KernelScheme::Int8Blocks
+        | KernelScheme::Int4Symmetric
+        | KernelScheme::Int4Asymmetric
+        | KernelScheme::Int8Super
+        | KernelScheme::Int4Super => {
+            let (block, blocks) = desc::unpack_block(d[desc::BLOCK], scheme);
             let kind = match scheme {
                 KernelScheme::Int8 => QuantKind::Int8,
                 KernelScheme::Int8Blocks => QuantKind::Int8Blocks { block },
                 KernelScheme::Int4Symmetric => QuantKind::Int4Symmetric { block },
+                KernelScheme::Int8Super => QuantKind::Int8Super { block, blocks },
+                KernelScheme::Int4Super => QuantKind::Int4Super { block, blocks },
                 _ => QuantKind::Int4Asymmetric { block },
             };
             let q = QuantDecoder::from_table(kind, d[desc::COLS] as u64, lanes as u32, table()?);

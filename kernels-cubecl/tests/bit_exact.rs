@@ -79,6 +79,18 @@ fn cases() -> Vec<Case> {
                 codes: Some(QuantKind::Int8Blocks { block: 16 }),
             });
         }
+        // GGUF k-quant super-blocks (`Q6_K`- and `Q4_K`-style side data).
+        for kind in [QuantKind::Int8Super { block: 16, blocks: 16 }, QuantKind::Int4Super { block: 32, blocks: 8 }] {
+            let opts = EncodeOptions { tile_elems: tile, lanes: 32, raw_if_smaller: false, ..EncodeOptions::default() };
+            out.push(Case {
+                name: format!("{kind:?}-{k}"),
+                dtype: Dtype::F32,
+                shape: shape.clone(),
+                scheme: if kind.is_int4() { SchemeKind::Int4 } else { SchemeKind::Int8 },
+                opts,
+                codes: Some(kind),
+            });
+        }
     }
     out
 }

@@ -65,6 +65,22 @@ fn cases() -> Vec<Case> {
             opts,
             codes: Some(QuantKind::Int8Blocks { block }),
         });
+        // GGUF k-quant super-blocks: `Q6_K`-style int8 (blocks of 16, 16 per super-block) and
+        // `Q4_K`-style asymmetric int4 (blocks of 32, 8 per super-block).
+        let super_kind = if k % 2 == 0 {
+            QuantKind::Int8Super { block: 16, blocks: 16 }
+        } else {
+            QuantKind::Int4Super { block: 32, blocks: 8 }
+        };
+        out.push(Case {
+            name: format!("super-{super_kind:?}-{rows}x{cols}"),
+            dtype: Dtype::F32,
+            rows,
+            cols,
+            scheme: if k % 2 == 0 { SchemeKind::Int8 } else { SchemeKind::Int4 },
+            opts: EncodeOptions { tile_elems: 96, raw_if_smaller: false, ..EncodeOptions::default() },
+            codes: Some(super_kind),
+        });
     }
     out
 }

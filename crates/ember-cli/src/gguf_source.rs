@@ -1,5 +1,5 @@
 //! GGUF input for `ember compress`: every tensor dequantized to one float dtype (or, for
-//! `Q4_0`/`Q4_1`/`Q8_0`, kept as its own codes and scales — [`GgufCodes`]), renamed to its
+//! `Q4_0`/`Q4_1`/`Q8_0`/`Q5_0`/`Q4_K`/`Q6_K`, kept as its own codes and scales — [`GgufCodes`]), renamed to its
 //! Hugging Face name, with llama.cpp's Q/K row permutation undone, so the container holds the same
 //! tensors, in the same layout, as one compressed from the HF checkpoint. What the GGUF carries
 //! besides weights (hyper-parameters, tokenizer, chat template) goes into the container metadata.
@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use ember_codec::schemes::QuantKind;
 use ember_codec::{Dtype, QuantCodes};
-use ember_gguf::{names, unpermute_qk, BlockCodes, GgmlType, GgufFile, LlamaHParams, TensorInfo, Tokenizer};
+use ember_gguf::{names, unpermute_qk, GgmlType, GgufFile, LlamaHParams, TensorInfo, Tokenizer};
 
 use crate::source::SourceTensor;
 
@@ -46,18 +46,21 @@ impl GgufDtype {
 
 /// Which GGUF tensors keep their own quantized codes instead of being dequantized.
 ///
-/// A `Q4_0`/`Q4_1` matrix kept as its codes is stored as `int4`, a `Q8_0` one as `int8` with
-/// per-block scales, each with the GGUF's own `f16` scales (and minima), so it decodes to
-/// exactly the `f32` values the GGUF dequantizes to; nothing is re-quantized. The k-quants and
-/// the 5-bit types are dequantized whatever this says.
+/// A `Q4_0`/`Q4_1`/`Q4_K` matrix kept as its codes is stored as `int4`, a `Q8_0`/`Q5_0`/`Q6_K`
+/// one as `int8` with per-block scales (the k-quants in super-blocks), each with the GGUF's own
+/// scales (and minima), so it decodes to exactly the `f32` values the GGUF dequantizes to;
+/// nothing is re-quantized. The other k-quants, `Q5_1` and the i-quants are dequantized
+/// whatever this says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GgufCodes {
-    /// Keep them where the scheme's grid is no finer than the source's: `Q4_0`/`Q4_1` for
-    /// `int4` and `int8`, `Q8_0` for `int8` (re-quantizing codes onto another grid as fine or
-    /// finer only adds error). `lossless` and `raw` dequantize; `int4` re-quantizes `Q8_0`.
+    /// Keep them where the scheme's grid is no finer than the source's: the 4-bit types for
+    /// `int4`, all of them for `int8` (re-quantizing codes onto another grid as fine or finer
+    /// only adds error). `lossless` and `raw` dequantize; `int4` re-quantizes the 5-, 6- and
+    /// 8-bit types.
     Auto,
-    /// Keep them for every scheme but `raw`: the smallest container that is exact against the
-    /// GGUF.
+    /// Keep them for every scheme but `raw`, and keep the GGUF's float tensors (norms, and any
+    /// F32/F16/BF16 matrix) at their own precision, `lossless`: the smallest container that is
+    /// exact against the GGUF.
     Native,
     /// Always dequantize to `--gguf-dtype`.
     Dequantize,
@@ -67,15 +70,17 @@ impl GgufCodes {
     /// Whether a `source`-typed tensor coded with `scheme` keeps its codes.
     pub fn keeps_for(self, scheme: ember_codec::SchemeKind, source: GgmlType) -> bool {
         use ember_codec::SchemeKind;
-        let q4 = matches!(source, GgmlType::Q4_0 | GgmlType::Q4_1);
-        let q8 = source == GgmlType::Q8_0;
+        let q4 = matches!(source, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K);
+        let wider = matches!(source, GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q6_K);
+        let float = matches!(source, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
         match self {
             GgufCodes::Auto => match scheme {
                 SchemeKind::Int4 => q4,
-                SchemeKind::Int8 => q4 || q8,
+                SchemeKind::Int8 => q4 || wider,
                 _ => false,
             },
-            GgufCodes::Native => scheme != SchemeKind::Raw && (q4 || q8),
+            // A float tensor at its own precision is exact under any scheme, `raw` included.
+            GgufCodes::Native => float || (scheme != SchemeKind::Raw && (q4 || wider)),
             GgufCodes::Dequantize => false,
         }
     }
@@ -189,7 +194,7 @@ impl GgufSource {
     }
 
     /// Hands each tensor to `f` in file order (one tensor in memory at a time): as its own
-    /// `Q4_0`/`Q4_1`/`Q8_0` codes when it is a matrix of one of those types whose values need no
+    /// codes when it is a matrix of one of the types `block_codes` reads whose values need no
     /// shift and `keep_codes(name, shape, type)` says so, else dequantized to the chosen dtype.
     pub fn for_each_tensor(
         &self,
@@ -207,10 +212,12 @@ impl GgufSource {
                             .unpermute_rows(rows, heads)
                             .with_context(|| format!("{}: tensor `{}`", self.file.path().display(), t.name))?;
                     }
-                    let block = BlockCodes::BLOCK;
+                    let (block, blocks) = codes.blocks();
                     let kind = match codes.ggml_type {
-                        GgmlType::Q8_0 => QuantKind::Int8Blocks { block },
+                        GgmlType::Q8_0 | GgmlType::Q5_0 => QuantKind::Int8Blocks { block },
                         GgmlType::Q4_1 => QuantKind::Int4Asymmetric { block },
+                        GgmlType::Q4_K => QuantKind::Int4Super { block, blocks },
+                        GgmlType::Q6_K => QuantKind::Int8Super { block, blocks },
                         _ => QuantKind::Int4Symmetric { block },
                     };
                     let quant = QuantCodes { kind, codes: &codes.codes, scales: &codes.scales };
@@ -220,6 +227,7 @@ impl GgufSource {
                         shape: &e.shape,
                         data: &[],
                         codes: Some(quant),
+                        exact: true,
                     })?;
                     continue;
                 }
@@ -232,9 +240,20 @@ impl GgufSource {
             if e.shift != 0.0 {
                 values.iter_mut().for_each(|v| *v -= e.shift);
             }
-            let data = self.dtype.encode(&values);
+            // A float tensor kept at its own precision: its own dtype where no shift was
+            // applied, else F32 (which holds every shifted value of the narrower types exactly).
+            let float = matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+            let exact = float && keep_codes(&e.name, &e.shape, t.ggml_type);
+            let dtype = match t.ggml_type {
+                GgmlType::F16 if exact && e.shift == 0.0 => GgufDtype::F16,
+                GgmlType::BF16 if exact && e.shift == 0.0 => GgufDtype::Bf16,
+                _ if exact => GgufDtype::F32,
+                _ => self.dtype,
+            };
+            let data = dtype.encode(&values);
             drop(values);
-            f(SourceTensor { name: &e.name, dtype: self.dtype.dtype(), shape: &e.shape, data: &data, codes: None })?;
+            let shape = &e.shape;
+            f(SourceTensor { name: &e.name, dtype: dtype.dtype(), shape, data: &data, codes: None, exact })?;
         }
         Ok(())
     }

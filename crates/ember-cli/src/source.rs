@@ -23,9 +23,12 @@ pub struct SourceTensor<'a> {
     pub shape: &'a [u64],
     /// Its little-endian bytes (empty when it comes as [`SourceTensor::codes`]).
     pub data: &'a [u8],
-    /// A GGUF tensor that keeps its own `Q4_0`/`Q4_1`/`Q8_0` codes and scales instead of being
+    /// A GGUF tensor that keeps its own quantized codes and scales instead of being
     /// dequantized (see [`crate::gguf_source::GgufCodes`]); `dtype` is then `F32`.
     pub codes: Option<ember_codec::QuantCodes<'a>>,
+    /// A GGUF float tensor kept at its own precision (`--gguf-codes native`): coded `lossless`
+    /// whatever the scheme, so it decodes to exactly the GGUF's values.
+    pub exact: bool,
 }
 
 struct Shard {
@@ -173,6 +176,7 @@ impl Source {
 
     fn view<'a>(&'a self, e: &'a Entry) -> SourceTensor<'a> {
         SourceTensor {
+            exact: false,
             name: &e.name,
             dtype: e.dtype,
             shape: &e.shape,
@@ -264,7 +268,7 @@ impl Input {
         }
     }
 
-    /// Hands every tensor to `f`, in file order. A GGUF `Q4_0`/`Q4_1`/`Q8_0` matrix for which
+    /// Hands every tensor to `f`, in file order. A GGUF block-quantized matrix for which
     /// `keep_codes(name, shape, type)` holds comes as its own codes ([`SourceTensor::codes`]);
     /// every other tensor comes as values.
     pub fn for_each_tensor(

@@ -374,3 +374,96 @@ fn gguf_block_codes_are_kept_and_decode_to_the_gguf_values() {
     let out = ok(&["compress", s(&input), "-o", s(&packed)]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("kept as"));
 }
+
+/// Pseudo-random blocks of `t` whose `f16` fields (at `f16_fields` in each block) are finite.
+fn random_blocks(t: GgmlType, n_elems: usize, f16_fields: &[usize], seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    let mut bytes: Vec<u8> = (0..n_elems / t.block_elems() * t.block_bytes())
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect();
+    for b in bytes.chunks_exact_mut(t.block_bytes()) {
+        for &o in f16_fields {
+            b[o + 1] &= 0x3b; // positive, exponent well below 0x1f: finite and moderate
+        }
+    }
+    bytes
+}
+
+/// `Q4_K`, `Q6_K` and `Q5_0` matrices (the k-quant mixes of Qwen2.5 and Gemma 3 GGUFs) keep
+/// their codes like the 32-element types: `int8` (`auto`) and `--gguf-codes native` decode them
+/// to exactly the GGUF's values — Q/K rows un-permuted with their super-block records — in a
+/// version-4 container; `int4` keeps only the 4-bit `Q4_K`.
+#[test]
+fn gguf_k_quant_codes_are_kept_and_decode_to_the_gguf_values() {
+    const H: usize = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("kq.gguf");
+    let mut w = GgufWriter::new(3);
+    w.kv_str("general.architecture", "llama")
+        .kv_u32("llama.block_count", 1)
+        .kv_u32("llama.embedding_length", H as u32)
+        .kv_u32("llama.feed_forward_length", 2 * H as u32)
+        .kv_u32("llama.attention.head_count", 4)
+        .kv_u32("llama.attention.head_count_kv", 2)
+        .kv_f32("llama.rope.freq_base", 10000.0)
+        .kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .kv_u32("llama.context_length", 256)
+        .kv_u32("llama.vocab_size", 32);
+    w.tensor("blk.0.attn_q.weight", &[H, H], GgmlType::Q4_K, random_blocks(GgmlType::Q4_K, H * H, &[0, 2], 1))
+        .tensor("blk.0.attn_k.weight", &[H / 2, H], GgmlType::Q6_K, random_blocks(GgmlType::Q6_K, H * H / 2, &[208], 2))
+        .tensor("blk.0.attn_v.weight", &[H / 2, H], GgmlType::Q5_0, random_blocks(GgmlType::Q5_0, H * H / 2, &[0], 3))
+        .tensor(
+            "blk.0.ffn_down.weight",
+            &[H, 2 * H],
+            GgmlType::Q6_K,
+            random_blocks(GgmlType::Q6_K, 2 * H * H, &[208], 4),
+        )
+        .tensor_f32("blk.0.attn_norm.weight", &[H], &[1.0; H]);
+    w.write(&input).unwrap();
+    let file = ember_gguf::GgufFile::open(&input).unwrap();
+    let mut want = std::collections::HashMap::new();
+    for t in file.tensors() {
+        let mut v = file.dequantize(&t.name).unwrap();
+        let heads = match t.name.as_str() {
+            "blk.0.attn_q.weight" => Some(4),
+            "blk.0.attn_k.weight" => Some(2),
+            _ => None,
+        };
+        if let Some(h) = heads {
+            v = ember_gguf::unpermute_qk(&v, t.shape[0], t.shape[1], h);
+        }
+        want.insert(ember_gguf::names::hf_name_for("llama", &t.name).unwrap(), v);
+    }
+    let names = [
+        ("model.layers.0.self_attn.q_proj.weight", true),
+        ("model.layers.0.self_attn.k_proj.weight", false),
+        ("model.layers.0.self_attn.v_proj.weight", false),
+        ("model.layers.0.mlp.down_proj.weight", false),
+    ];
+    for (scheme, codes) in [("int8", "auto"), ("lossless", "native"), ("int4", "auto")] {
+        let packed = dir.path().join(format!("{scheme}-{codes}.ember"));
+        let out = ok(&["compress", s(&input), "-o", s(&packed), "--scheme", scheme, "--gguf-codes", codes]);
+        let summary = String::from_utf8_lossy(&out.stderr);
+        let kept = if scheme == "int4" { 1 } else { 4 };
+        assert!(summary.contains(&format!("{kept} of them kept as their GGUF codes")), "{scheme}: {summary}");
+        let bytes = std::fs::read(&packed).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 4, "{scheme}: super-blocks need version 4");
+        ok(&["verify", s(&packed)]);
+        let back = packed.with_extension("safetensors");
+        ok(&["decompress", s(&packed), "-o", s(&back)]);
+        let bytes = std::fs::read(&back).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        for (name, four_bit) in names {
+            let t = st.tensor(name).unwrap();
+            let exact = t.dtype() == StDtype::F32
+                && f32s(t.data()).iter().zip(&want[name]).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert_eq!(exact, scheme != "int4" || four_bit, "{scheme}/{codes}: {name}");
+        }
+        // `native` keeps the GGUF's F32 norm at its own precision; `auto` rounds it to BF16.
+        let norm = st.tensor("model.layers.0.input_layernorm.weight").unwrap();
+        assert_eq!(norm.dtype() == StDtype::F32, codes == "native", "{scheme}/{codes}: norm dtype");
+    }
+}

@@ -112,7 +112,8 @@ pub fn float_test_bytes(dtype: crate::Dtype, n: usize, seed: u64, specials: bool
 
 /// Codes and `f16` scales of a tensor quantised elsewhere, as [`crate::encode_quant_codes`]
 /// takes them: for `kind`'s blocks over `shape`, every byte value as a code (`int4` kinds keep
-/// the low nibble), and finite scales (and minima) that vary from block to block.
+/// the low nibble), and finite scales (and minima) that vary from block to block — for
+/// super-block kinds, records of varying `f16` fields and 6-bit block scales.
 pub fn quant_test_codes(kind: crate::schemes::QuantKind, shape: &[u64], seed: u64) -> (Vec<u8>, Vec<u8>) {
     let n: u64 = shape.iter().product();
     let int8 = kind.alphabet() == 256;
@@ -126,8 +127,30 @@ pub fn quant_test_codes(kind: crate::schemes::QuantKind, shape: &[u64], seed: u6
             }
         })
         .collect();
-    let halves = kind.scales_len(shape) / 2;
-    let scales =
-        (0..halves).flat_map(|b| half::f16::from_f32(0.001 + (b % 29) as f32 * 0.0017).to_le_bytes()).collect();
+    let len = kind.scales_len(shape);
+    let f16 = |b: u64| half::f16::from_f32(0.001 + (b % 29) as f32 * 0.0017).to_le_bytes();
+    let scales = match kind.super_record() {
+        // Super-block records: `f16` fields first (two for int4), then small integers below 64
+        // (GGUF's 6-bit k-quant scales; signed for int8).
+        Some(record) => {
+            let head = if int8 { 2 } else { 4 };
+            (0..len)
+                .map(|i| {
+                    let (s, o) = (i / record as u64, (i % record as u64) as usize);
+                    if o < head {
+                        f16(s * 3 + o as u64 / 2)[o % 2]
+                    } else {
+                        let v = ((i ^ seed).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 58) as u8;
+                        if int8 {
+                            (v as i8 - 32) as u8
+                        } else {
+                            v
+                        }
+                    }
+                })
+                .collect()
+        }
+        None => (0..len / 2).flat_map(f16).collect(),
+    };
     (codes, scales)
 }

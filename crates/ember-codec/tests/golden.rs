@@ -1,7 +1,7 @@
 //! Golden files: the format is frozen. Encoding fixed data must produce exactly the committed
-//! version-2 and version-3 bytes, and the committed files — `v1.ember` (written by the version-1
-//! encoder, exponent-only `lossless`), `v2.ember` and `v3.ember` (block-scaled `int8`) — must keep
-//! decoding to the same values. A deliberate
+//! version-2, 3 and 4 bytes, and the committed files — `v1.ember` (written by the version-1
+//! encoder, exponent-only `lossless`), `v2.ember`, `v3.ember` (block-scaled `int8`) and
+//! `v4.ember` (super-blocks) — must keep decoding to the same values. A deliberate
 //! format change bumps the version and blesses a new file with
 //! `EMBER_BLESS=1 cargo test -p ember-codec --test golden`.
 
@@ -17,6 +17,8 @@ use ember_codec::{
 const GOLDEN: &str = "tests/golden/v2.ember";
 /// The version-3 file: `int8` codes with per-block `f16` scales (how GGUF `Q8_0` is kept).
 const GOLDEN_V3: &str = "tests/golden/v3.ember";
+/// The version-4 file: super-block side data (how GGUF `Q4_K` and `Q6_K` keep their codes).
+const GOLDEN_V4: &str = "tests/golden/v4.ember";
 /// The version-1 file, kept to prove that old files still read.
 const GOLDEN_V1: &str = "tests/golden/v1.ember";
 
@@ -185,4 +187,70 @@ fn the_v3_golden_file_is_stable_and_decodes_q8_0_arithmetic() {
     }
     // Pinned by hand: code 128 is -128, in block 0 (scale 0.5).
     assert_eq!(v[0], -64.0);
+}
+
+/// The tensors pinned in `v4.ember`: a `Q4_K`-like asymmetric `int4` tensor (1 row of 256, 8
+/// blocks of 32 per super-block) and a `Q6_K`-like `int8` one (2 rows of 256, 16 blocks of 16).
+/// Name, kind, shape, codes and side data of one pinned quantised tensor.
+type FixedCodes = (&'static str, QuantKind, Vec<u64>, Vec<u8>, Vec<u8>);
+
+fn v4_tensors() -> Vec<FixedCodes> {
+    let q4k = QuantKind::Int4Super { block: 32, blocks: 8 };
+    let mut q4k_scales: Vec<u8> = Vec::new();
+    q4k_scales.extend(half::f16::from_f32(0.125).to_le_bytes());
+    q4k_scales.extend(half::f16::from_f32(0.0625).to_le_bytes());
+    q4k_scales.extend([1, 2, 3, 5, 8, 13, 21, 63]);
+    q4k_scales.extend([0, 1, 4, 9, 16, 25, 36, 63]);
+    let q4k_codes: Vec<u8> = (0..256u32).map(|i| (i * 7 % 16) as u8).collect();
+    let q6k = QuantKind::Int8Super { block: 16, blocks: 16 };
+    let mut q6k_scales: Vec<u8> = Vec::new();
+    for row in 0..2i32 {
+        q6k_scales.extend(half::f16::from_f32(if row == 0 { 0.01 } else { -3.5 }).to_le_bytes());
+        q6k_scales.extend((0..16).map(|j| (j * 17 - 128 + row) as i8 as u8));
+    }
+    let q6k_codes: Vec<u8> = (0..512u32).map(|i| ((i * 13 % 64) as i32 - 32) as i8 as u8).collect();
+    vec![("q4_k", q4k, vec![1, 256], q4k_codes, q4k_scales), ("q6_k", q6k, vec![2, 256], q6k_codes, q6k_scales)]
+}
+
+fn encode_v4(path: &std::path::Path) {
+    let opts = EncodeOptions { tile_elems: 128, lanes: 4, prob_bits: 10, ..EncodeOptions::default() };
+    let mut w = ContainerWriter::create(path).unwrap();
+    w.set_metadata("producer", "ember golden test");
+    for (name, kind, shape, codes, scales) in v4_tensors() {
+        let source = QuantCodes { kind, codes: &codes, scales: &scales };
+        w.add(encode_quant_codes(name, &shape, source, &opts).unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn the_v4_golden_file_is_stable_and_decodes_k_quant_arithmetic() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.ember");
+    encode_v4(&fresh);
+    let fresh = std::fs::read(&fresh).unwrap();
+    if std::env::var_os("EMBER_BLESS").is_some() {
+        std::fs::write(GOLDEN_V4, &fresh).unwrap();
+    }
+    let golden = std::fs::read(GOLDEN_V4).expect("tests/golden/v4.ember (bless with EMBER_BLESS=1)");
+    assert!(fresh == golden, "the encoder's output changed: the .ember v4 format must stay stable");
+    assert_eq!(&golden[8..12], &4u32.to_le_bytes());
+    let c = Container::open(GOLDEN_V4).unwrap();
+    c.verify_checksums().unwrap();
+    let q4k = c.decode(c.get("q4_k").unwrap()).unwrap().to_f32().unwrap();
+    let (sc, m) = ([1f32, 2., 3., 5., 8., 13., 21., 63.], [0f32, 1., 4., 9., 16., 25., 36., 63.]);
+    for (i, &got) in q4k.iter().enumerate() {
+        let q = (i as u32 * 7 % 16) as f32;
+        assert_eq!(got, q * (0.125 * sc[i / 32]) - 0.0625 * m[i / 32], "q4_k element {i}");
+    }
+    let q6k = c.decode(c.get("q6_k").unwrap()).unwrap().to_f32().unwrap();
+    for (i, &got) in q6k.iter().enumerate() {
+        let (row, j) = (i / 256, i % 256 / 16);
+        let d = half::f16::from_f32(if row == 0 { 0.01 } else { -3.5 }).to_f32();
+        let sc = (j as i32 * 17 - 128 + row as i32) as i8 as f32;
+        let q = ((i as u32 * 13 % 64) as i32 - 32) as f32;
+        assert_eq!(got, q * (d * sc), "q6_k element {i}");
+    }
+    // Pinned by hand: element 1 of q4_k is code 7 in block 0: 7 · 0.125 − 0.
+    assert_eq!(q4k[1], 0.875);
 }

@@ -317,7 +317,7 @@ fn a_version_1_file_cannot_carry_version_2_fields() {
     assert_names_file(&e);
     assert!(e.to_string().contains("version-1 file cannot use"), "{e}");
     // And a version this build does not know names what it reads.
-    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
     let e = open_and_decode(dir.path(), &bytes).unwrap_err();
-    assert!(e.to_string().contains("format version 4") && e.to_string().contains("versions 1 to 3"), "{e}");
+    assert!(e.to_string().contains("format version 5") && e.to_string().contains("versions 1 to 4"), "{e}");
 }

@@ -94,6 +94,44 @@ proptest! {
         }
     }
 
+    /// Super-block side data (GGUF's `Q6_K` as `int8`, `Q4_K` as asymmetric `int4`): block `b`
+    /// decodes with scale `f32(d) · f32(sc_b)` (and minimum `−(f32(dmin) · f32(m_b))`), read
+    /// from its super-block's record, for any shape, block and super-block size.
+    #[test]
+    fn super_block_codes_decode_to_their_own_values(
+        shape in shape_strategy(),
+        opts in opts_strategy(),
+        block in 1usize..40,
+        half_blocks in 1usize..10,
+        int4 in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let n: u64 = shape.iter().product();
+        let blocks = 2 * half_blocks;
+        let kind = if int4 { QuantKind::Int4Super { block, blocks } } else { QuantKind::Int8Super { block, blocks } };
+        let mix = |i: u64| (i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        let codes: Vec<u8> = (0..n).map(|i| (mix(i) % if int4 { 16 } else { 256 }) as u8).collect();
+        let scales: Vec<u8> = (0..kind.scales_len(&shape)).map(|k| mix(k + 7 * n) as u8).collect();
+        let t = encode_quant_codes("w", &shape, QuantCodes { kind, codes: &codes, scales: &scales }, &opts).unwrap();
+        let (_dir, c) = write_and_open(vec![t]);
+        let got = c.decode(c.get("w").unwrap()).unwrap().to_f32().unwrap();
+        let f16_at = |k: usize| half::f16::from_le_bytes([scales[k], scales[k + 1]]).to_f32();
+        let cols = ember_codec::tile::rows_cols(&shape).1.max(1) as usize;
+        for (i, (&g, &q)) in got.iter().zip(&codes).enumerate() {
+            let b = i / cols * cols.div_ceil(block) + i % cols / block;
+            let (s, j) = (b / blocks, b % blocks);
+            let want = if int4 {
+                let r = s * (4 + 2 * blocks);
+                let product = q as f32 * (f16_at(r) * scales[r + 4 + j] as f32);
+                product + -(f16_at(r + 2) * scales[r + 4 + blocks + j] as f32)
+            } else {
+                let r = s * (2 + blocks);
+                (q as i8) as f32 * (f16_at(r) * (scales[r + 2 + j] as i8) as f32)
+            };
+            prop_assert_eq!(g.to_bits(), want.to_bits(), "element {} of {:?}", i, shape);
+        }
+    }
+
     #[test]
     fn lossless_is_bit_exact(
         shape in shape_strategy(),
@@ -325,4 +363,41 @@ fn int8_blocks_make_a_version_3_file() {
     std::fs::write(&forged, &bytes).unwrap();
     let e = Container::open(&forged).err().expect("a forged version must be refused").to_string();
     assert!(e.contains("version-3") && e.contains("block") && e.contains("`q`"), "{e}");
+}
+
+/// Super-blocks make a version-4 file; under a version-3 preamble the same header is an error
+/// naming the field, and malformed super-block parameters are refused by the encoder.
+#[test]
+fn super_blocks_make_a_version_4_file() {
+    let opts = EncodeOptions::default();
+    let codes = vec![7u8; 512];
+    let kind = QuantKind::Int4Super { block: 32, blocks: 8 };
+    let scales = vec![1u8; kind.scales_len(&[2, 256]) as usize];
+    assert_eq!(scales.len(), 2 * 20);
+    let q4k = QuantCodes { kind, codes: &codes, scales: &scales };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.ember");
+    let mut w = ContainerWriter::create(&path).unwrap();
+    w.add(encode_quant_codes("q", &[2, 256], q4k, &opts).unwrap()).unwrap();
+    w.finish().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 4);
+    let c = Container::open(&path).unwrap();
+    // d = dmin = f16 bits 0x0101; sc = m = 1: 7 · d − dmin.
+    let d = half::f16::from_bits(0x0101).to_f32();
+    assert_eq!(c.decode(c.get("q").unwrap()).unwrap().to_f32().unwrap()[0], 7.0 * d - d);
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let forged = dir.path().join("forged.ember");
+    std::fs::write(&forged, &bytes).unwrap();
+    let e = Container::open(&forged).err().expect("a forged version must be refused").to_string();
+    assert!(e.contains("version-4") && e.contains("super") && e.contains("`q`"), "{e}");
+    for (kind, want) in [
+        (QuantKind::Int4Super { block: 32, blocks: 7 }, "super-blocks of 7"),
+        (QuantKind::Int8Super { block: 16, blocks: 0 }, "super-blocks of 0"),
+        (QuantKind::Int8Super { block: 70_000, blocks: 2 }, "out of range"),
+    ] {
+        let bad = QuantCodes { kind, codes: &codes, scales: &vec![0u8; kind.scales_len(&[2, 256]) as usize] };
+        let e = encode_quant_codes("layer.w", &[2, 256], bad, &opts).unwrap_err().to_string();
+        assert!(e.contains("layer.w") && e.contains(want), "{e}");
+    }
 }

@@ -29,7 +29,6 @@ use ember_codec::rans::{decode_lanes, LaneOutput};
 use ember_codec::schemes::{QuantKind, Scheme};
 use ember_codec::tile::{read_coded_tile, rows_cols};
 use ember_codec::{Container, TensorEntry};
-use half::f16;
 
 use crate::error::KernelError;
 
@@ -236,50 +235,35 @@ fn quant_form(
     cols: usize,
     stride: usize,
 ) -> Result<FastCodes, String> {
-    let f32_at =
-        |k: usize| f32::from_le_bytes([scales[4 * k], scales[4 * k + 1], scales[4 * k + 2], scales[4 * k + 3]]);
-    let f16_at = |k: usize| f16::from_bits(u16::from_le_bytes([scales[2 * k], scales[2 * k + 1]])).to_f32();
     let kind = entry.quant_kind().ok_or("not a quantised tensor")?;
     let expected = kind.scales_len(&entry.shape) as usize;
     if scales.len() != expected {
         return Err(format!("{} bytes of scales, expected {expected}", scales.len()));
     }
-    Ok(match kind {
-        QuantKind::Int8 => {
-            let mut codes = vec![0i8; rows * stride];
-            for r in 0..rows {
-                for (o, &s) in codes[r * stride..r * stride + cols].iter_mut().zip(&symbols[r * cols..(r + 1) * cols]) {
-                    *o = s as i8;
-                }
+    // Every block's scale (and minimum) widened to f32 once, whatever the side data's layout.
+    let block = kind.block().unwrap_or(cols).max(1);
+    let blocks = if kind.block().is_some() { rows * cols.div_ceil(block) } else { rows };
+    let scale_min: Vec<(f32, f32)> = (0..blocks).map(|b| kind.block_scale(scales, b)).collect();
+    let block_scales = || scale_min.iter().map(|s| s.0).collect::<Vec<f32>>();
+    Ok(if kind.is_int4() {
+        let mut packed = vec![0u8; rows * stride / 2];
+        for r in 0..rows {
+            for (c, &s) in symbols[r * cols..(r + 1) * cols].iter().enumerate() {
+                let i = r * stride + c;
+                packed[i / 2] |= (s & 0xf) << (4 * (i % 2));
             }
-            FastCodes::Int8 { codes, block: cols.max(1), scales: (0..rows).map(f32_at).collect() }
         }
-        QuantKind::Int8Blocks { block } => {
-            let mut codes = vec![0i8; rows * stride];
-            for r in 0..rows {
-                for (o, &s) in codes[r * stride..r * stride + cols].iter_mut().zip(&symbols[r * cols..(r + 1) * cols]) {
-                    *o = s as i8;
-                }
+        let mins = matches!(kind, QuantKind::Int4Asymmetric { .. } | QuantKind::Int4Super { .. })
+            .then(|| scale_min.iter().map(|s| s.1).collect());
+        FastCodes::Int4 { packed, block, scales: block_scales(), mins }
+    } else {
+        let mut codes = vec![0i8; rows * stride];
+        for r in 0..rows {
+            for (o, &s) in codes[r * stride..r * stride + cols].iter_mut().zip(&symbols[r * cols..(r + 1) * cols]) {
+                *o = s as i8;
             }
-            let blocks = rows * cols.div_ceil(block.max(1));
-            FastCodes::Int8 { codes, block: block.max(1), scales: (0..blocks).map(f16_at).collect() }
         }
-        QuantKind::Int4Symmetric { block } | QuantKind::Int4Asymmetric { block } => {
-            let mut packed = vec![0u8; rows * stride / 2];
-            for r in 0..rows {
-                for (c, &s) in symbols[r * cols..(r + 1) * cols].iter().enumerate() {
-                    let i = r * stride + c;
-                    packed[i / 2] |= (s & 0xf) << (4 * (i % 2));
-                }
-            }
-            let blocks = rows * cols.div_ceil(block.max(1));
-            let (scales, mins) = if matches!(kind, QuantKind::Int4Asymmetric { .. }) {
-                ((0..blocks).map(|b| f16_at(2 * b)).collect(), Some((0..blocks).map(|b| f16_at(2 * b + 1)).collect()))
-            } else {
-                ((0..blocks).map(f16_at).collect(), None)
-            };
-            FastCodes::Int4 { packed, block: block.max(1), scales, mins }
-        }
+        FastCodes::Int8 { codes, block, scales: block_scales() }
     })
 }
 

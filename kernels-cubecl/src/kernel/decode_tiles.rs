@@ -40,6 +40,18 @@ fn half_word(data: &[u32], base: usize, h: usize) -> u32 {
     (data[base + h / 2] >> ((h % 2) as u32 * 16)) & 0xFFFF
 }
 
+/// Byte `i` of the `u32` stream starting at word `base`.
+#[cube]
+fn byte_at(data: &[u32], base: usize, i: usize) -> u32 {
+    (data[base + i / 4] >> ((i % 4) as u32 * 8)) & 0xFF
+}
+
+/// The `f16` at byte `i` (even) of the `u32` stream starting at word `base`, as an `f32`.
+#[cube]
+fn f16_at_byte(data: &[u32], base: usize, i: usize) -> f32 {
+    f32::reinterpret(f16_bits_to_f32_bits(half_word(data, base, i / 2)))
+}
+
 /// IEEE binary16 bits → binary32 bits, exact; NaNs keep their payload and become quiet, as the
 /// `half` crate (and F16C) convert them.
 #[cube]
@@ -150,7 +162,7 @@ fn decode_coded(
     let scales_off = tiles[d + desc::SCALES] as usize;
     let start = tiles[d + desc::START] as usize;
     let cols = tiles[d + desc::COLS] as usize;
-    let block = tiles[d + desc::BLOCK] as usize;
+    let mut block = tiles[d + desc::BLOCK] as usize;
     let rounds = (count + lanes - 1) / lanes;
     let mut stage = Shared::<[u32]>::new_slice(comptime!(if native16 || check { lanes } else { 1 }));
 
@@ -210,6 +222,12 @@ fn decode_coded(
         }
     }
     let slot_mask = (1u32 << prob_bits) - 1;
+    // Super-block schemes pack the blocks per super-block above a 16-bit block length.
+    let mut supers = 1usize;
+    if comptime!(scheme == KernelScheme::Int8Super as u32 || scheme == KernelScheme::Int4Super as u32) {
+        supers = block >> 16;
+        block &= 0xFFFF;
+    }
     let blocks_per_row = (cols + block - 1) / block;
     let mut bad = 0u32;
     if comptime!(check) {
@@ -293,6 +311,36 @@ fn decode_coded(
                 let min = f32::reinterpret(f16_bits_to_f32_bits(half_word(scales, scales_off, 2 * b + 1)));
                 let product = f32::cast_from(sym) * scale;
                 value = u32::reinterpret(product + min);
+            }
+            if comptime!(scheme == KernelScheme::Int8Super as u32) {
+                // FORMAT.md §5: record `f16 d, i8 sc[S]`; scale `f32(d) · f32(sc[j])`.
+                let e = start + i;
+                let b = (e / cols) * blocks_per_row + (e % cols) / block;
+                let rec = (b / supers) * (2 + supers);
+                let mut sc = byte_at(scales, scales_off, rec + 2 + b % supers) as i32;
+                if sc >= 128 {
+                    sc -= 256;
+                }
+                let scale = f16_at_byte(scales, scales_off, rec) * f32::cast_from(sc);
+                let mut code = sym as i32;
+                if sym >= 128 {
+                    code -= 256;
+                }
+                value = u32::reinterpret(f32::cast_from(code) * scale);
+            }
+            if comptime!(scheme == KernelScheme::Int4Super as u32) {
+                // Record `f16 d, f16 dmin, u8 sc[S], u8 m[S]`: scale `f32(d) · f32(sc[j])`,
+                // minimum `−(f32(dmin) · f32(m[j]))`.
+                let e = start + i;
+                let b = (e / cols) * blocks_per_row + (e % cols) / block;
+                let rec = (b / supers) * (4 + 2 * supers);
+                let j = b % supers;
+                let scale =
+                    f16_at_byte(scales, scales_off, rec) * f32::cast_from(byte_at(scales, scales_off, rec + 4 + j));
+                let m = f16_at_byte(scales, scales_off, rec + 2)
+                    * f32::cast_from(byte_at(scales, scales_off, rec + 4 + supers + j));
+                let product = f32::cast_from(sym) * scale;
+                value = u32::reinterpret(product - m);
             }
             if comptime!(!native16 && !check) {
                 out[out_off + i] = value;

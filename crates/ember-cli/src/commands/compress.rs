@@ -77,8 +77,8 @@ pub struct Args {
     /// The float type GGUF tensors are dequantized to before coding.
     #[arg(long, value_enum, default_value = "bf16")]
     gguf_dtype: GgufDtype,
-    /// Which GGUF `Q4_0`/`Q4_1`/`Q8_0` tensors keep their own codes and scales (stored `int4` or
-    /// block-scaled `int8`, decoding to exactly the GGUF's values) instead of being dequantized
+    /// Which GGUF `Q4_0`/`Q4_1`/`Q8_0`/`Q5_0`/`Q4_K`/`Q6_K` tensors keep their own codes and
+    /// scales (stored `int4` or block-scaled `int8`, decoding to exactly the GGUF's values) instead of being dequantized
     /// to `--gguf-dtype`.
     #[arg(long, value_enum, default_value = "auto")]
     gguf_codes: GgufCodes,
@@ -145,10 +145,13 @@ pub fn run(a: Args) -> Result<()> {
     let mut kept = 0usize;
     // One tensor at a time (memory bounded by the largest), its tiles coded on the pool.
     pool.install(|| -> Result<()> {
-        // GGUF `Q4_0`/`Q4_1`/`Q8_0` matrices selected for a scheme that keeps codes come as codes.
-        let keep_codes = |name: &str, shape: &[u64], source| {
+        // GGUF block-quantized matrices selected for a scheme that keeps codes come as codes.
+        // With `--gguf-codes native`, GGUF float tensors (any shape) keep their own precision.
+        let keep_codes = |name: &str, shape: &[u64], source: ember_gguf::GgmlType| {
             let kind = scheme_for(name, a.gguf_dtype.dtype(), shape, want, &a, &include, &exclude);
-            shape.len() >= 2 && a.gguf_codes.keeps_for(kind, source)
+            let float =
+                matches!(source, ember_gguf::GgmlType::F32 | ember_gguf::GgmlType::F16 | ember_gguf::GgmlType::BF16);
+            (shape.len() >= 2 || float) && a.gguf_codes.keeps_for(kind, source)
         };
         source.for_each_tensor(keep_codes, |t| {
             bar.set_message(t.name.to_string());
@@ -160,7 +163,10 @@ pub fn run(a: Args) -> Result<()> {
                     (encoded, n * a.gguf_dtype.dtype().size() as u64)
                 }
                 None => {
-                    let kind = scheme_for(t.name, t.dtype, t.shape, want, &a, &include, &exclude);
+                    let kind = match scheme_for(t.name, t.dtype, t.shape, want, &a, &include, &exclude) {
+                        SchemeKind::Int8 | SchemeKind::Int4 if t.exact => SchemeKind::Lossless,
+                        kind => kind,
+                    };
                     // A tiny tensor that lossless coding would grow comes back `raw`
                     // (`EncodeOptions::raw_if_smaller`).
                     (encode_tensor(t.name, t.dtype, t.shape, t.data, kind, &opts), t.data.len() as u64)

@@ -8,7 +8,7 @@ use super::{DATA_ALIGN, MAX_EXPANSION, MAX_TENSOR_ELEMS};
 use crate::bitpack::packed_len;
 use crate::dtype::Dtype;
 use crate::rans::FrequencyTable;
-use crate::schemes::{QuantKind, Scheme};
+use crate::schemes::{QuantKind, Scheme, MAX_SUPER_BLOCKS, MAX_SUPER_BLOCK_LEN};
 use crate::tile::{MAX_LANES, MAX_TILE_ELEMS};
 
 /// The whole header.
@@ -105,9 +105,19 @@ impl TensorEntry {
     pub fn quant_kind(&self) -> Option<QuantKind> {
         match self.scheme {
             Scheme::Int8 { block: None, .. } => Some(QuantKind::Int8),
-            Scheme::Int8 { block: Some(block), .. } => Some(QuantKind::Int8Blocks { block: block as usize }),
+            Scheme::Int8 { block: Some(block), super_blocks: None, .. } => {
+                Some(QuantKind::Int8Blocks { block: block as usize })
+            }
+            Scheme::Int8 { block: Some(block), super_blocks: Some(s), .. } => {
+                Some(QuantKind::Int8Super { block: block as usize, blocks: s as usize })
+            }
             Scheme::Int4 { block, asymmetric: false, .. } => Some(QuantKind::Int4Symmetric { block: block as usize }),
-            Scheme::Int4 { block, asymmetric: true, .. } => Some(QuantKind::Int4Asymmetric { block: block as usize }),
+            Scheme::Int4 { block, asymmetric: true, super_blocks: None, .. } => {
+                Some(QuantKind::Int4Asymmetric { block: block as usize })
+            }
+            Scheme::Int4 { block, asymmetric: true, super_blocks: Some(s), .. } => {
+                Some(QuantKind::Int4Super { block: block as usize, blocks: s as usize })
+            }
             _ => None,
         }
     }
@@ -127,6 +137,9 @@ impl TensorEntry {
     pub fn validate_version(&self, file_len: u64, version: u32) -> Result<(), String> {
         if version < 3 && matches!(self.scheme, Scheme::Int8 { block: Some(_), .. }) {
             return Err(format!("a version-{version} file cannot use the version-3 `int8` field `block`"));
+        }
+        if version < 4 && self.scheme.super_blocks().is_some() {
+            return Err(format!("a version-{version} file cannot use the version-4 field `super`"));
         }
         if version < 2 {
             if let Scheme::Lossless { joint_bits, symbols, .. } = &self.scheme {
@@ -172,6 +185,19 @@ impl TensorEntry {
         if let Scheme::Int4 { block, .. } = self.scheme {
             if block == 0 {
                 return Err("int4 block length 0".into());
+            }
+        }
+        if let Some(s) = self.scheme.super_blocks() {
+            match self.scheme {
+                Scheme::Int8 { block: None, .. } => return Err("int8 `super` without `block`".into()),
+                Scheme::Int4 { asymmetric: false, .. } => return Err("symmetric int4 with `super`".into()),
+                _ => {}
+            }
+            if !(2..=MAX_SUPER_BLOCKS).contains(&s) || s % 2 != 0 {
+                return Err(format!("{s} blocks per super-block (an even number from 2 to {MAX_SUPER_BLOCKS})"));
+            }
+            if self.scheme.block().is_some_and(|b| b > MAX_SUPER_BLOCK_LEN) {
+                return Err(format!("super-blocks of blocks longer than {MAX_SUPER_BLOCK_LEN}"));
             }
         }
         let in_file = |what: &str, offset: u64, len: u64| -> Result<(), String> {
@@ -246,11 +272,13 @@ impl TensorEntry {
 }
 
 impl Header {
-    /// The lowest format version that holds every tensor: 3 when an `int8` tensor has per-block
-    /// scales, else 2.
+    /// The lowest format version that holds every tensor: 4 when a tensor has super-blocks, 3
+    /// when an `int8` tensor has per-block scales, else 2.
     pub fn min_version(&self) -> u32 {
         let blocks = self.tensors.iter().any(|t| matches!(t.scheme, Scheme::Int8 { block: Some(_), .. }));
-        if blocks {
+        if self.tensors.iter().any(|t| t.scheme.super_blocks().is_some()) {
+            4
+        } else if blocks {
             3
         } else {
             2

@@ -4,9 +4,10 @@
 /// conversion), as PNG does.
 pub const MAGIC: [u8; 8] = *b"\x89EMBER\r\n";
 /// The newest format version this build writes and reads. A file is written with the lowest
-/// version its tensors need ([`super::Header::min_version`]): 3 only where an `int8` tensor has
-/// per-block scales, so files without them still read in builds that know version 2.
-pub const FORMAT_VERSION: u32 = 3;
+/// version its tensors need ([`super::Header::min_version`]): 4 only where a tensor has
+/// super-blocks, 3 only where an `int8` tensor has per-block scales, so files without them still
+/// read in builds that know version 2.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest version this build still reads (version 1: exponent-only `lossless`).
 pub const MIN_READ_VERSION: u32 = 1;
 /// Size of the preamble; tile data starts at the first 64-byte boundary after it.

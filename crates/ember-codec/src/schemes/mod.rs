@@ -4,8 +4,8 @@
 //! |------------|--------------------------|------------------------------------------|------------|
 //! | `raw`      | —                        | the bytes as stored                      | the dtype  |
 //! | `lossless` | exponent + top `k` mantissa bits (v2; `k = 0` in v1) | sign + low mantissa, packed (`1+m−k` bits) | the dtype |
-//! | `int8`     | `i8` code as `u8`        | one `f32` scale per row (v3: or `f16` per block) | `f32` |
-//! | `int4`     | code (`0..16`)           | `f16` scale (and `f16` min) per block    | `f32`      |
+//! | `int8`     | `i8` code as `u8`        | one `f32` scale per row (v3: or `f16` per block; v4: `f16` × `i8` per block) | `f32` |
+//! | `int4`     | code (`0..16`)           | `f16` scale (and `f16` min) per block (v4: `f16` × `u8` scale and minimum) | `f32` |
 
 mod join16;
 mod lossless;
@@ -20,7 +20,7 @@ use crate::tile::{plan_tiles, write_coded_tile, LaneTable, TileSpan, DEFAULT_TIL
 
 pub(crate) use lossless::check_symbols;
 pub use lossless::LosslessDecoder;
-pub use quant::{encode_quant_codes, QuantCodes, QuantDecoder, QuantKind};
+pub use quant::{encode_quant_codes, QuantCodes, QuantDecoder, QuantKind, MAX_SUPER_BLOCKS, MAX_SUPER_BLOCK_LEN};
 
 /// The scheme a caller asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -137,6 +137,10 @@ pub enum Scheme {
         /// `Q8_0`); absent: one `f32` scale per row.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         block: Option<u32>,
+        /// Version 4: blocks per super-block, whose side data is one `f16` scale `d` and one
+        /// `i8` per block, the block's scale being `d · i8` (GGUF's `Q6_K`). Needs `block`.
+        #[serde(default, rename = "super", skip_serializing_if = "Option::is_none")]
+        super_blocks: Option<u32>,
     },
     /// Int4 per block.
     Int4 {
@@ -147,6 +151,11 @@ pub enum Scheme {
         /// Whether blocks carry a minimum (`code · scale + min`) or are symmetric
         /// (`(code − 8) · scale`).
         asymmetric: bool,
+        /// Version 4, asymmetric only: blocks per super-block, whose side data is an `f16` `d`
+        /// and `dmin` and one `u8` scale and minimum per block, the block's scale being
+        /// `d · sc` and its minimum `−(dmin · m)` (GGUF's `Q4_K`).
+        #[serde(default, rename = "super", skip_serializing_if = "Option::is_none")]
+        super_blocks: Option<u32>,
     },
 }
 
@@ -177,6 +186,23 @@ impl Scheme {
             Scheme::Lossless { .. } => dtype.float_layout().map(|l| l.alphabet()),
             Scheme::Int8 { .. } => Some(256),
             Scheme::Int4 { .. } => Some(16),
+        }
+    }
+
+    /// The block length of `int4` and block-scaled `int8`.
+    pub fn block(&self) -> Option<u32> {
+        match self {
+            Scheme::Int8 { block, .. } => *block,
+            Scheme::Int4 { block, .. } => Some(*block),
+            _ => None,
+        }
+    }
+
+    /// Blocks per super-block (format version 4), where the side data has that level.
+    pub fn super_blocks(&self) -> Option<u32> {
+        match self {
+            Scheme::Int8 { super_blocks, .. } | Scheme::Int4 { super_blocks, .. } => *super_blocks,
+            _ => None,
         }
     }
 

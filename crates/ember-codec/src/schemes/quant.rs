@@ -6,6 +6,11 @@
 //! - `int4` symmetric: `(code − 8) as f32 * scale_block` with the f16 scale widened to f32;
 //! - `int4` asymmetric: `code as f32 * scale_block + min_block`, a multiply then an add, each
 //!   rounded (no fused multiply-add).
+//!
+//! With super-blocks (format version 4, GGUF's k-quants) a block's scale is itself the product
+//! `f32(d) · f32(sc)` of a super-block's `f16` and the block's small integer (and its minimum
+//! `−(f32(dmin) · f32(m))`); both products are exact in `f32`, so the arithmetic above is
+//! unchanged.
 
 use half::f16;
 
@@ -130,10 +135,20 @@ fn code_quantised(
         raw: Vec::new(),
     })?;
     let scheme = match kind {
-        QuantKind::Int8 => Scheme::Int8 { coder, block: None },
-        QuantKind::Int8Blocks { block } => Scheme::Int8 { coder, block: Some(block as u32) },
-        QuantKind::Int4Symmetric { block } => Scheme::Int4 { coder, block: block as u32, asymmetric: false },
-        QuantKind::Int4Asymmetric { block } => Scheme::Int4 { coder, block: block as u32, asymmetric: true },
+        QuantKind::Int8 => Scheme::Int8 { coder, block: None, super_blocks: None },
+        QuantKind::Int8Blocks { block } => Scheme::Int8 { coder, block: Some(block as u32), super_blocks: None },
+        QuantKind::Int8Super { block, blocks } => {
+            Scheme::Int8 { coder, block: Some(block as u32), super_blocks: Some(blocks as u32) }
+        }
+        QuantKind::Int4Symmetric { block } => {
+            Scheme::Int4 { coder, block: block as u32, asymmetric: false, super_blocks: None }
+        }
+        QuantKind::Int4Asymmetric { block } => {
+            Scheme::Int4 { coder, block: block as u32, asymmetric: true, super_blocks: None }
+        }
+        QuantKind::Int4Super { block, blocks } => {
+            Scheme::Int4 { coder, block: block as u32, asymmetric: true, super_blocks: Some(blocks as u32) }
+        }
     };
     Ok(EncodedTensor {
         name: name.into(),
@@ -175,14 +190,15 @@ pub fn encode_quant_codes(
 ) -> crate::Result<EncodedTensor> {
     let err = |reason: String| crate::CodecError::Encode { tensor: name.to_string(), reason };
     let n = super::checked_elements(shape, opts).map_err(err)?;
-    let block = match source.kind {
-        QuantKind::Int8 => 1,
-        QuantKind::Int8Blocks { block } | QuantKind::Int4Symmetric { block } | QuantKind::Int4Asymmetric { block } => {
-            block
-        }
-    };
+    let block = source.kind.block().unwrap_or(1);
     if block == 0 || block > u32::MAX as usize {
         return Err(err(format!("block length {block} is out of range")));
+    }
+    if let QuantKind::Int8Super { blocks, .. } | QuantKind::Int4Super { blocks, .. } = source.kind {
+        if !(2..=MAX_SUPER_BLOCKS as usize).contains(&blocks) || blocks % 2 != 0 || block > MAX_SUPER_BLOCK_LEN as usize
+        {
+            return Err(err(format!("super-blocks of {blocks} blocks of {block} are out of range")));
+        }
     }
     if source.codes.len() as u64 != n {
         return Err(err(format!("{} codes for shape {shape:?} ({n} elements)", source.codes.len())));
@@ -191,7 +207,7 @@ pub fn encode_quant_codes(
     if source.scales.len() as u64 != want {
         return Err(err(format!("{} bytes of scales for shape {shape:?}, expected {want}", source.scales.len())));
     }
-    let int4 = matches!(source.kind, QuantKind::Int4Symmetric { .. } | QuantKind::Int4Asymmetric { .. });
+    let int4 = source.kind.is_int4();
     if let Some(i) = source.codes.iter().position(|&c| int4 && c >= 16) {
         return Err(err(format!("code {} of element {i} is not a 4-bit code", source.codes[i])));
     }
@@ -223,25 +239,108 @@ pub enum QuantKind {
         /// Block length.
         block: usize,
     },
+    /// `int8` in super-blocks of `blocks` blocks (format version 4; GGUF's `Q6_K`): per
+    /// super-block an `f16` `d` then one `i8` `sc` per block; block scale `f32(d) · f32(sc)`.
+    Int8Super {
+        /// Block length.
+        block: usize,
+        /// Blocks per super-block (even).
+        blocks: usize,
+    },
+    /// Asymmetric `int4` in super-blocks of `blocks` blocks (format version 4; GGUF's `Q4_K`):
+    /// per super-block an `f16` `d` and `dmin`, then one `u8` `sc` per block, then one `u8` `m`
+    /// per block; block scale `f32(d) · f32(sc)`, minimum `−(f32(dmin) · f32(m))`.
+    Int4Super {
+        /// Block length.
+        block: usize,
+        /// Blocks per super-block (even).
+        blocks: usize,
+    },
 }
+
+/// Most blocks a super-block holds.
+pub const MAX_SUPER_BLOCKS: u32 = 256;
+/// Longest block of a super-block (so that a block length and a super-block size share a
+/// 32-bit word in the GPU's tile descriptor).
+pub const MAX_SUPER_BLOCK_LEN: u32 = 65_535;
 
 impl QuantKind {
     /// Number of distinct codes: 256 for `int8`, 16 for `int4`.
     pub fn alphabet(self) -> usize {
         match self {
-            QuantKind::Int8 | QuantKind::Int8Blocks { .. } => 256,
+            QuantKind::Int8 | QuantKind::Int8Blocks { .. } | QuantKind::Int8Super { .. } => 256,
             _ => 16,
+        }
+    }
+
+    /// Whether codes are `int4` (`0..16`).
+    pub fn is_int4(self) -> bool {
+        self.alphabet() == 16
+    }
+
+    /// The block length (the row length for per-row `int8`, given as `None`).
+    pub fn block(self) -> Option<usize> {
+        match self {
+            QuantKind::Int8 => None,
+            QuantKind::Int8Blocks { block }
+            | QuantKind::Int4Symmetric { block }
+            | QuantKind::Int4Asymmetric { block }
+            | QuantKind::Int8Super { block, .. }
+            | QuantKind::Int4Super { block, .. } => Some(block),
+        }
+    }
+
+    /// Bytes of one super-block's side data (`None` without super-blocks).
+    pub fn super_record(self) -> Option<usize> {
+        match self {
+            QuantKind::Int8Super { blocks, .. } => Some(2 + blocks),
+            QuantKind::Int4Super { blocks, .. } => Some(4 + 2 * blocks),
+            _ => None,
         }
     }
 
     /// Bytes of side data a tensor of `shape` needs.
     pub fn scales_len(self, shape: &[u64]) -> u64 {
         let (rows, cols) = rows_cols(shape);
+        let blocks = |block: usize| rows * cols.div_ceil(block.max(1) as u64);
         match self {
             QuantKind::Int8 => 4 * rows,
-            QuantKind::Int8Blocks { block } => 2 * rows * cols.div_ceil(block as u64),
-            QuantKind::Int4Symmetric { block } => 2 * rows * cols.div_ceil(block as u64),
-            QuantKind::Int4Asymmetric { block } => 4 * rows * cols.div_ceil(block as u64),
+            QuantKind::Int8Blocks { block } => 2 * blocks(block),
+            QuantKind::Int4Symmetric { block } => 2 * blocks(block),
+            QuantKind::Int4Asymmetric { block } => 4 * blocks(block),
+            QuantKind::Int8Super { block, blocks: s } | QuantKind::Int4Super { block, blocks: s } => {
+                let record = self.super_record().unwrap_or(0) as u64;
+                blocks(block).div_ceil(s.max(1) as u64) * record
+            }
+        }
+    }
+
+    /// The scale and the minimum (0 when symmetric) of block `b` — counted over the whole
+    /// tensor, `row · ⌈cols / block⌉ + column / block` — from the side data `scales` (of the
+    /// length [`QuantKind::scales_len`] gives). Per-row `int8` takes `b` as the row.
+    ///
+    /// # Panics
+    /// If `b` is past the side data.
+    #[inline]
+    pub fn block_scale(self, scales: &[u8], b: usize) -> (f32, f32) {
+        let f16_at = |byte: usize| f16::from_bits(u16::from_le_bytes([scales[byte], scales[byte + 1]])).to_f32();
+        match self {
+            QuantKind::Int8 => {
+                (f32::from_le_bytes([scales[4 * b], scales[4 * b + 1], scales[4 * b + 2], scales[4 * b + 3]]), 0.0)
+            }
+            QuantKind::Int8Blocks { .. } | QuantKind::Int4Symmetric { .. } => (f16_at(2 * b), 0.0),
+            QuantKind::Int4Asymmetric { .. } => (f16_at(4 * b), f16_at(4 * b + 2)),
+            QuantKind::Int8Super { blocks, .. } => {
+                let base = (b / blocks) * (2 + blocks);
+                (f16_at(base) * (scales[base + 2 + b % blocks] as i8) as f32, 0.0)
+            }
+            QuantKind::Int4Super { blocks, .. } => {
+                let base = (b / blocks) * (4 + 2 * blocks);
+                let j = b % blocks;
+                let scale = f16_at(base) * scales[base + 4 + j] as f32;
+                let min = f16_at(base + 2) * scales[base + 4 + blocks + j] as f32;
+                (scale, -min)
+            }
         }
     }
 }
@@ -293,9 +392,6 @@ impl QuantDecoder {
         symbols.resize(count, 0);
         decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &self.table, LaneOutput::Symbols(symbols))
             .map_err(|e| e.to_string())?;
-        let f32_at =
-            |k: usize| f32::from_le_bytes([scales[4 * k], scales[4 * k + 1], scales[4 * k + 2], scales[4 * k + 3]]);
-        let f16_at = |k: usize| f16::from_bits(u16::from_le_bytes([scales[2 * k], scales[2 * k + 1]])).to_f32();
         // Walk row segments so the row and block indices are computed once per segment.
         let cols = self.cols;
         let mut e = start;
@@ -307,38 +403,38 @@ impl QuantDecoder {
             let codes = &symbols[done..done + len];
             match self.kind {
                 QuantKind::Int8 => {
-                    let scale = f32_at(row);
+                    let (scale, _) = self.kind.block_scale(scales, row);
                     for (o, &s) in outs.zip(codes) {
                         o.copy_from_slice(&((s as i8) as f32 * scale).to_le_bytes());
                     }
                 }
                 QuantKind::Int8Blocks { block }
                 | QuantKind::Int4Symmetric { block }
-                | QuantKind::Int4Asymmetric { block } => {
+                | QuantKind::Int4Asymmetric { block }
+                | QuantKind::Int8Super { block, .. }
+                | QuantKind::Int4Super { block, .. } => {
                     // Block by block: the scale (and minimum) are widened once per block.
                     let first_block = row * cols.div_ceil(block);
-                    let asym = matches!(self.kind, QuantKind::Int4Asymmetric { .. });
-                    let int8 = matches!(self.kind, QuantKind::Int8Blocks { .. });
+                    let asym = matches!(self.kind, QuantKind::Int4Asymmetric { .. } | QuantKind::Int4Super { .. });
+                    let int8 = matches!(self.kind, QuantKind::Int8Blocks { .. } | QuantKind::Int8Super { .. });
                     let mut outs = outs;
                     let mut k = 0;
                     while k < len {
                         let b = first_block + (col0 + k) / block;
                         let run = (block - (col0 + k) % block).min(len - k);
                         let codes = &codes[k..k + run];
+                        let (scale, min) = self.kind.block_scale(scales, b);
                         if int8 {
-                            let scale = f16_at(b);
                             for (&s, o) in codes.iter().zip(outs.by_ref()) {
                                 o.copy_from_slice(&((s as i8) as f32 * scale).to_le_bytes());
                             }
                         } else if asym {
-                            let (scale, min) = (f16_at(2 * b), f16_at(2 * b + 1));
                             // Codes first: `zip` stops on them without taking an output.
                             for (&s, o) in codes.iter().zip(outs.by_ref()) {
                                 let product = s as f32 * scale;
                                 o.copy_from_slice(&(product + min).to_le_bytes());
                             }
                         } else {
-                            let scale = f16_at(b);
                             for (&s, o) in codes.iter().zip(outs.by_ref()) {
                                 o.copy_from_slice(&((s as i32 - 8) as f32 * scale).to_le_bytes());
                             }

@@ -75,7 +75,7 @@ pub(super) fn q3_k(b: &[u8], y: &mut [f32]) {
 /// Scale and minimum `j` (0..8) of a `Q4_K`/`Q5_K` block: 6 bits each, packed into 12 bytes
 /// (ggml's `get_scale_min_k4`).
 #[inline]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -5,6 +5,8 @@
 mod kquants;
 mod legacy;
 
+pub(crate) use kquants::scale_min_k4;
+
 use half::{bf16, f16};
 
 use crate::{GgmlType, GgufError};
