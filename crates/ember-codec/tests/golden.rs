@@ -145,6 +145,21 @@ fn check_golden(path: &str) {
     assert_eq!(q[8], 127.0 * (row0_max / 127.0) * if (8f32).sin() > 0.0 { 1.0 } else { -1.0 });
 }
 
+/// Encoding with `encode` gives exactly the committed `golden` file of format `version`
+/// (re-blessed first with `EMBER_BLESS=1`).
+fn assert_stable(golden: &str, version: u32, encode: fn(&std::path::Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.ember");
+    encode(&fresh);
+    let fresh = std::fs::read(&fresh).unwrap();
+    if std::env::var_os("EMBER_BLESS").is_some() {
+        std::fs::write(golden, &fresh).unwrap();
+    }
+    let bytes = std::fs::read(golden).unwrap_or_else(|e| panic!("{golden} (bless with EMBER_BLESS=1): {e}"));
+    assert!(fresh == bytes, "the encoder's output changed: the .ember v{version} format must stay stable");
+    assert_eq!(&bytes[8..12], &version.to_le_bytes());
+}
+
 /// The codes and scales pinned in `v3.ember`: 2 rows of 40, blocks of 32 (the last one of each
 /// row 8 long), codes sweeping the whole `i8` range.
 fn v3_codes() -> (Vec<u8>, Vec<u8>) {
@@ -166,16 +181,7 @@ fn encode_v3(path: &std::path::Path) {
 
 #[test]
 fn the_v3_golden_file_is_stable_and_decodes_q8_0_arithmetic() {
-    let dir = tempfile::tempdir().unwrap();
-    let fresh = dir.path().join("fresh.ember");
-    encode_v3(&fresh);
-    let fresh = std::fs::read(&fresh).unwrap();
-    if std::env::var_os("EMBER_BLESS").is_some() {
-        std::fs::write(GOLDEN_V3, &fresh).unwrap();
-    }
-    let golden = std::fs::read(GOLDEN_V3).expect("tests/golden/v3.ember (bless with EMBER_BLESS=1)");
-    assert!(fresh == golden, "the encoder's output changed: the .ember v3 format must stay stable");
-    assert_eq!(&golden[8..12], &3u32.to_le_bytes());
+    assert_stable(GOLDEN_V3, 3, encode_v3);
     let c = Container::open(GOLDEN_V3).unwrap();
     c.verify_checksums().unwrap();
     let v = c.decode(c.get("q8_0").unwrap()).unwrap().to_f32().unwrap();
@@ -225,16 +231,7 @@ fn encode_v4(path: &std::path::Path) {
 
 #[test]
 fn the_v4_golden_file_is_stable_and_decodes_k_quant_arithmetic() {
-    let dir = tempfile::tempdir().unwrap();
-    let fresh = dir.path().join("fresh.ember");
-    encode_v4(&fresh);
-    let fresh = std::fs::read(&fresh).unwrap();
-    if std::env::var_os("EMBER_BLESS").is_some() {
-        std::fs::write(GOLDEN_V4, &fresh).unwrap();
-    }
-    let golden = std::fs::read(GOLDEN_V4).expect("tests/golden/v4.ember (bless with EMBER_BLESS=1)");
-    assert!(fresh == golden, "the encoder's output changed: the .ember v4 format must stay stable");
-    assert_eq!(&golden[8..12], &4u32.to_le_bytes());
+    assert_stable(GOLDEN_V4, 4, encode_v4);
     let c = Container::open(GOLDEN_V4).unwrap();
     c.verify_checksums().unwrap();
     let q4k = c.decode(c.get("q4_k").unwrap()).unwrap().to_f32().unwrap();

@@ -40,6 +40,16 @@ fn half_word(data: &[u32], base: usize, h: usize) -> u32 {
     (data[base + h / 2] >> ((h % 2) as u32 * 16)) & 0xFFFF
 }
 
+/// A byte as the two's-complement `i8` it holds.
+#[cube]
+fn signed_byte(b: u32) -> i32 {
+    let mut v = b as i32;
+    if b >= 128 {
+        v -= 256;
+    }
+    v
+}
+
 /// Byte `i` of the `u32` stream starting at word `base`.
 #[cube]
 fn byte_at(data: &[u32], base: usize, i: usize) -> u32 {
@@ -282,20 +292,14 @@ fn decode_coded(
             }
             if comptime!(scheme == KernelScheme::Int8 as u32) {
                 let row = (start + i) / cols;
-                let mut code = sym as i32;
-                if sym >= 128 {
-                    code -= 256;
-                }
+                let code = signed_byte(sym);
                 value = u32::reinterpret(f32::cast_from(code) * f32::reinterpret(scales[scales_off + row]));
             }
             if comptime!(scheme == KernelScheme::Int8Blocks as u32) {
                 let e = start + i;
                 let b = (e / cols) * blocks_per_row + (e % cols) / block;
                 let scale = f32::reinterpret(f16_bits_to_f32_bits(half_word(scales, scales_off, b)));
-                let mut code = sym as i32;
-                if sym >= 128 {
-                    code -= 256;
-                }
+                let code = signed_byte(sym);
                 value = u32::reinterpret(f32::cast_from(code) * scale);
             }
             if comptime!(scheme == KernelScheme::Int4Symmetric as u32) {
@@ -317,15 +321,9 @@ fn decode_coded(
                 let e = start + i;
                 let b = (e / cols) * blocks_per_row + (e % cols) / block;
                 let rec = (b / supers) * (2 + supers);
-                let mut sc = byte_at(scales, scales_off, rec + 2 + b % supers) as i32;
-                if sc >= 128 {
-                    sc -= 256;
-                }
+                let sc = signed_byte(byte_at(scales, scales_off, rec + 2 + b % supers));
                 let scale = f16_at_byte(scales, scales_off, rec) * f32::cast_from(sc);
-                let mut code = sym as i32;
-                if sym >= 128 {
-                    code -= 256;
-                }
+                let code = signed_byte(sym);
                 value = u32::reinterpret(f32::cast_from(code) * scale);
             }
             if comptime!(scheme == KernelScheme::Int4Super as u32) {
