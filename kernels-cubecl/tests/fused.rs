@@ -192,7 +192,8 @@ fn cpu_fused_products_match_decode_then_matmul() {
     for (t, c) in file.tensors().iter().zip(&cases) {
         let w = file.decode(t).unwrap().to_f32().unwrap();
         let form = FastWeight::from_container(&file, t).unwrap();
-        for m in 1..=8 {
+        // 1…8, and batches that take the eight- and four-row kernels with a remainder.
+        for m in (1..=8).chain([13, 16]) {
             for with_bias in [false, true] {
                 for path in [CpuPath::Best, CpuPath::Scalar] {
                     let what = format!("{} m={m} bias={with_bias} {path:?}", c.name);

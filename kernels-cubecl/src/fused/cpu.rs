@@ -307,6 +307,35 @@ fn dot(a: &[f32], b: &[f32], simd: bool) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// `y[i] += Σ_k values[k]·x[i][c + k]` for every row `i` of the `y.len() × cols` activations
+/// `x`: with AVX2, eight (then four) rows at a time, so each decoded weight is loaded once per
+/// group of rows instead of once per row.
+#[inline]
+fn dots_into(y: &mut [f32], values: &[f32], x: &[f32], cols: usize, c: usize, simd: bool) {
+    let (m, len) = (y.len(), values.len());
+    assert!(m == 0 || x.len() >= (m - 1) * cols + c + len, "activations are m × cols");
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        while i + 8 <= m {
+            // SAFETY: `simd` is only true when `simd_ok` found AVX2 and FMA; rows `i..i + 8`
+            // of `x` hold `c + len` activations each (asserted above).
+            let d = unsafe { x86::dots::<8, 1>(values, &x[i * cols + c..], cols) };
+            y[i..i + 8].iter_mut().zip(d).for_each(|(y, d)| *y += d);
+            i += 8;
+        }
+        while i + 4 <= m {
+            // SAFETY: as above, for rows `i..i + 4`.
+            let d = unsafe { x86::dots::<4, 2>(values, &x[i * cols + c..], cols) };
+            y[i..i + 4].iter_mut().zip(d).for_each(|(y, d)| *y += d);
+            i += 4;
+        }
+    }
+    for (k, yi) in y.iter_mut().enumerate().skip(i) {
+        *yi += dot(values, &x[k * cols + c..k * cols + c + len], simd);
+    }
+}
+
 /// `y[k] += s·a[k]`.
 #[inline]
 fn axpy(y: &mut [f32], s: f32, a: &[f32], simd: bool) {
@@ -351,9 +380,7 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
             while c < cols {
                 let len = (cols - c).min(SEG);
                 let values = segment(w, r, c, len, &mut seg, simd);
-                for (i, yi) in y.iter_mut().enumerate() {
-                    *yi += dot(values, &x[i * cols + c..i * cols + c + len], simd);
-                }
+                dots_into(y, values, x, cols, c, simd);
                 c += len;
             }
         }
@@ -460,6 +487,52 @@ mod x86 {
                 k += 1;
             }
             total
+        }
+    }
+
+    /// `[Σ_k a[k]·x[r·stride + k] for r in 0..N]`: `N` rows of activations against one row
+    /// of weights, each weight vector loaded once for all `N` rows, `U` accumulators per row.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available, and `x` must hold `(N − 1)·stride + a.len()` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots<const N: usize, const U: usize>(a: &[f32], x: &[f32], stride: usize) -> [f32; N] {
+        // SAFETY: AVX2 and FMA are available and `x` holds every row's `a.len()` values (the caller's contract); vector loads read `a[k..k + 8]` and `x[r·stride + k..][..8]` only for `k + 8 ≤ a.len()`, the tail is scalar.
+        unsafe {
+            let n = a.len();
+            let (pa, px) = (a.as_ptr(), x.as_ptr());
+            let mut acc = [[_mm256_setzero_ps(); U]; N];
+            let mut k = 0;
+            while k + 8 * U <= n {
+                for u in 0..U {
+                    let v = _mm256_loadu_ps(pa.add(k + 8 * u));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        acc[u] = _mm256_fmadd_ps(v, _mm256_loadu_ps(px.add(r * stride + k + 8 * u)), acc[u]);
+                    }
+                }
+                k += 8 * U;
+            }
+            while k + 8 <= n {
+                let v = _mm256_loadu_ps(pa.add(k));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    acc[0] = _mm256_fmadd_ps(v, _mm256_loadu_ps(px.add(r * stride + k)), acc[0]);
+                }
+                k += 8;
+            }
+            let mut out = [0f32; N];
+            for (r, (o, acc)) in out.iter_mut().zip(&acc).enumerate() {
+                let mut s = acc[0];
+                for a in &acc[1..] {
+                    s = _mm256_add_ps(s, *a);
+                }
+                let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                *o = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)));
+                for j in k..n {
+                    *o += a[j] * x[r * stride + j];
+                }
+            }
+            out
         }
     }
 
