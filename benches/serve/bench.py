@@ -10,7 +10,9 @@ measures, each in a fresh server on the CPU path:
   spread over all three, for each scheme: tokens/s, and the process's peak resident memory
   against the sum of the three models' dense (BF16) weights.
 
-Only the standard library: requests are plain HTTP with server-sent events.
+Only the standard library: requests are plain HTTP with server-sent events. Set
+`RAYON_NUM_THREADS` to fix the server's thread count (recorded as `threads`); the committed
+results use one thread, so another process on the machine does not stall its products.
 
 usage: python3 benches/serve/bench.py --bin target/release/ember-serve
            [--tokens 32] [--schemes lossless,int8] [--out benches/results/cpu-serve.json]
@@ -146,7 +148,9 @@ def main():
     report = {"benchmark": "ember-serve on the CPU path", "command": " ".join(sys.argv),
               "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-              "tokens_per_request": a.tokens}
+              "tokens_per_request": a.tokens,
+              # The server's worker threads: its rayon pool (RAYON_NUM_THREADS when set).
+              "threads": int(os.environ.get("RAYON_NUM_THREADS") or os.cpu_count())}
 
     # One model, 1/4/16 concurrent sequences.
     s = Server(a.bin, [("smollm2", SMOLLM2)], "lossless")
