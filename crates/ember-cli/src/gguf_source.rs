@@ -241,7 +241,7 @@ impl GgufSource {
                 values.iter_mut().for_each(|v| *v -= e.shift);
             }
             // A float tensor kept at its own precision: its own dtype where no shift was
-            // applied, else F32 (which holds every shifted value of the narrower types exactly).
+            // applied, else F32, which holds the shifted values exactly as they were computed.
             let float = matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
             let exact = float && keep_codes(&e.name, &e.shape, t.ggml_type);
             let dtype = match t.ggml_type {
