@@ -160,8 +160,8 @@ impl GgufFile {
         self.with_blocks(name, dequant::dequantize)
     }
 
-    /// Tensor `name` as its `Q4_0`/`Q4_1`/`Q8_0` codes and scales (see [`crate::codes`]), or
-    /// `None` when it has another type.
+    /// Tensor `name` as its `Q4_0`/`Q4_1`/`Q8_0`/`Q5_0`/`Q4_K`/`Q6_K` codes and side data (see
+    /// [`crate::codes`]), or `None` when it has another type.
     pub fn block_codes(&self, name: &str) -> Result<Option<crate::BlockCodes>, GgufError> {
         self.with_blocks(name, crate::codes::block_codes)
     }
