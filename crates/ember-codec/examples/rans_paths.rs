@@ -9,13 +9,13 @@ fn main() {
     let mut counts = vec![0u64; 256];
     syms.iter().for_each(|&s| counts[s as usize] += 1);
     let t = FrequencyTable::from_counts(&counts, 12).unwrap();
-    let lanes: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(32);
+    let lanes: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let st = encode_lanes(&syms, lanes, &t);
     let (ends, words) = st.concat_words();
     let dt = t.decode_table();
     let raw = vec![0x55u8; syms.len()];
     let values = Box::new(std::array::from_fn::<u32, 256, _>(|i| (i as u32) << 7));
-    for simd in [Simd::Best] {
+    for simd in [Simd::Avx2, Simd::Best] {
         for fused in [0, 1, 2] {
             let mut out = vec![0u8; 2 * syms.len()];
             let reps = 2000;

@@ -65,8 +65,8 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// rANS lanes per tile (a power of two).
-    #[arg(long, default_value_t = 32)]
+    /// rANS lanes per tile (a power of two; tensors with small tiles get fewer).
+    #[arg(long, default_value_t = 64)]
     lanes: u32,
     /// int4 block length along the last dimension.
     #[arg(long, default_value_t = 32)]

@@ -254,9 +254,11 @@ impl LosslessDecoder {
         if self.dtype.size() == 2 {
             // Symbols first, then one join pass (see `join16`); or, without AVX-512, the rANS
             // loop joins symbol value and raw byte as it goes.
-            scratch.clear();
-            scratch.resize(2 * count, 0);
-            let (symbols, raw8) = scratch.split_at_mut(count);
+            // Every byte of both halves is written before it is read: no need to zero them.
+            if scratch.len() < 2 * count {
+                scratch.resize(2 * count, 0);
+            }
+            let (symbols, raw8) = scratch[..2 * count].split_at_mut(count);
             let mut raw16 = Vec::new();
             let raw = if raw_bits == 8 {
                 Raw::Bytes(tile.raw)

@@ -59,7 +59,9 @@ impl std::fmt::Display for SchemeKind {
 pub struct EncodeOptions {
     /// Target elements per tile (row-aligned, so tiles may be smaller).
     pub tile_elems: usize,
-    /// Interleaved rANS lanes per tile (a power of two; one GPU thread each).
+    /// Interleaved rANS lanes per tile (a power of two; one GPU thread each). The most a tensor
+    /// gets: one with small tiles is coded with fewer (at least 8 or this, whichever is less),
+    /// so that each lane decodes at least 1024 symbols.
     pub lanes: u32,
     /// Probability precision of the frequency tables, `8..=12`.
     pub prob_bits: u32,
@@ -76,7 +78,7 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         Self {
             tile_elems: DEFAULT_TILE_ELEMS,
-            lanes: 32,
+            lanes: 64,
             prob_bits: 12,
             int4_block: 32,
             int4_asymmetric: false,
@@ -381,7 +383,8 @@ pub(crate) fn code_tiles(
     tile_symbols: impl Fn(TileSpan) -> TileSymbols + Sync,
 ) -> Result<(RansParams, CodedTiles), String> {
     let table = FrequencyTable::from_counts(counts, opts.prob_bits)?;
-    let lanes = opts.lanes as usize;
+    let largest = spans.iter().map(|s| s.count).max().unwrap_or(0);
+    let lanes = lanes_for(opts.lanes, largest) as usize;
     // Version 2: 16-bit lane word counts whenever every tile allows them (always, for tiles of
     // up to 65 535 elements per lane).
     let lane_table = if spans.iter().all(|s| LaneTable::Counts16.fits(s.count, lanes as u64)) {
@@ -398,7 +401,25 @@ pub(crate) fn code_tiles(
             (span, write_coded_tile(&streams.states, &ends, &ts.raw, &words, lane_table))
         })
         .collect();
-    Ok((RansParams { lanes: opts.lanes, prob_bits: opts.prob_bits, freqs: table.freqs().to_vec(), lane_table }, tiles))
+    Ok((
+        RansParams { lanes: lanes as u32, prob_bits: opts.prob_bits, freqs: table.freqs().to_vec(), lane_table },
+        tiles,
+    ))
+}
+
+/// Symbols per lane below which a tensor gets fewer lanes than asked for.
+const MIN_SYMBOLS_PER_LANE: u64 = 1024;
+
+/// The lanes a tensor whose largest tile holds `largest` elements is coded with: `max`, halved
+/// (down to 8) while a lane would decode fewer than [`MIN_SYMBOLS_PER_LANE`] symbols. Each lane
+/// costs its state and table entry (6 bytes) in every tile, which a small tile does not earn
+/// back: the CPU decoder needs many lanes only to hide its latency on long tiles.
+fn lanes_for(max: u32, largest: u64) -> u32 {
+    let mut lanes = max;
+    while lanes > 8 && largest < u64::from(lanes) * MIN_SYMBOLS_PER_LANE {
+        lanes /= 2;
+    }
+    lanes
 }
 
 /// Counts symbols over all elements in parallel.
@@ -423,4 +444,20 @@ pub(crate) fn par_histogram(n: usize, alphabet: usize, symbol: impl Fn(usize) ->
         .into_iter()
         .take(alphabet)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lanes_for;
+
+    #[test]
+    fn small_tiles_get_fewer_lanes_but_never_fewer_than_eight_or_asked() {
+        assert_eq!(lanes_for(64, 1 << 17), 64);
+        assert_eq!(lanes_for(64, 65_536), 64);
+        assert_eq!(lanes_for(64, 65_535), 32);
+        assert_eq!(lanes_for(64, 384), 8);
+        assert_eq!(lanes_for(64, 0), 8);
+        assert_eq!(lanes_for(4, 10), 4);
+        assert_eq!(lanes_for(1024, 1 << 22), 1024);
+    }
 }
