@@ -388,25 +388,28 @@ impl QuantDecoder {
     ) -> Result<(), String> {
         let count = out.len() / 4;
         let tile = read_coded_tile(payload, self.lanes, 0, self.lane_table)?;
-        symbols.clear();
-        symbols.resize(count, 0);
+        // Every symbol is written before it is read: no need to zero them.
+        if symbols.len() < count {
+            symbols.resize(count, 0);
+        }
+        let symbols = &mut symbols[..count];
         decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &self.table, LaneOutput::Symbols(symbols))
             .map_err(|e| e.to_string())?;
         // Walk row segments so the row and block indices are computed once per segment.
         let cols = self.cols;
+        let simd = vector_dequant(out.len());
+        #[cfg(target_arch = "x86_64")]
+        let mut block_params: Vec<(f32, f32)> = Vec::new();
         let mut e = start;
         let mut done = 0;
         while done < count {
             let (row, col0) = (e / cols, e % cols);
             let len = (cols - col0).min(count - done);
-            let outs = out[4 * done..4 * (done + len)].chunks_exact_mut(4);
             let codes = &symbols[done..done + len];
             match self.kind {
                 QuantKind::Int8 => {
                     let (scale, _) = self.kind.block_scale(scales, row);
-                    for (o, &s) in outs.zip(codes) {
-                        o.copy_from_slice(&((s as i8) as f32 * scale).to_le_bytes());
-                    }
+                    dequantize(codes, &mut out[4 * done..4 * (done + len)], Dequant::Int8, scale, 0.0, simd);
                 }
                 QuantKind::Int8Blocks { block }
                 | QuantKind::Int4Symmetric { block }
@@ -417,28 +420,34 @@ impl QuantDecoder {
                     let first_block = row * cols.div_ceil(block);
                     let asym = matches!(self.kind, QuantKind::Int4Asymmetric { .. } | QuantKind::Int4Super { .. });
                     let int8 = matches!(self.kind, QuantKind::Int8Blocks { .. } | QuantKind::Int8Super { .. });
-                    let mut outs = outs;
+                    let row_out = &mut out[4 * done..4 * (done + len)];
+                    let how = if int8 {
+                        Dequant::Int8
+                    } else if asym {
+                        Dequant::Int4Asymmetric
+                    } else {
+                        Dequant::Int4Symmetric
+                    };
+                    // The whole segment at once where blocks are at least a vector long: each
+                    // group of 16 takes its scales from (at most) two blocks.
+                    #[cfg(target_arch = "x86_64")]
+                    if simd && block >= 16 && len >= 64 {
+                        let (first, last) = ((col0) / block, (col0 + len - 1) / block);
+                        block_params.clear();
+                        block_params.extend((first..=last).map(|b| self.kind.block_scale(scales, first_block + b)));
+                        dequantize_blocks(codes, row_out, how, col0 - first * block, block, &block_params);
+                        e += len;
+                        done += len;
+                        continue;
+                    }
                     let mut k = 0;
                     while k < len {
                         let b = first_block + (col0 + k) / block;
                         let run = (block - (col0 + k) % block).min(len - k);
                         let codes = &codes[k..k + run];
+                        let o = &mut row_out[4 * k..4 * (k + run)];
                         let (scale, min) = self.kind.block_scale(scales, b);
-                        if int8 {
-                            for (&s, o) in codes.iter().zip(outs.by_ref()) {
-                                o.copy_from_slice(&((s as i8) as f32 * scale).to_le_bytes());
-                            }
-                        } else if asym {
-                            // Codes first: `zip` stops on them without taking an output.
-                            for (&s, o) in codes.iter().zip(outs.by_ref()) {
-                                let product = s as f32 * scale;
-                                o.copy_from_slice(&(product + min).to_le_bytes());
-                            }
-                        } else {
-                            for (&s, o) in codes.iter().zip(outs.by_ref()) {
-                                o.copy_from_slice(&((s as i32 - 8) as f32 * scale).to_le_bytes());
-                            }
-                        }
+                        dequantize(codes, o, how, scale, min, simd);
                         k += run;
                     }
                 }
@@ -452,5 +461,258 @@ impl QuantDecoder {
     /// The decode table (uploaded as is by the GPU decoders).
     pub fn table(&self) -> &DecodeTable {
         &self.table
+    }
+}
+
+/// How a code becomes a value (`FORMAT.md` §5).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dequant {
+    /// `code as i8 · scale`.
+    Int8,
+    /// `(code − 8) · scale`.
+    Int4Symmetric,
+    /// `code · scale + min`, the product rounded before the minimum is added.
+    Int4Asymmetric,
+}
+
+impl Dequant {
+    #[inline(always)]
+    fn value(self, code: u8, scale: f32, min: f32) -> f32 {
+        match self {
+            Dequant::Int8 => (code as i8) as f32 * scale,
+            Dequant::Int4Symmetric => (code as i32 - 8) as f32 * scale,
+            Dequant::Int4Asymmetric => {
+                let product = code as f32 * scale;
+                product + min
+            }
+        }
+    }
+}
+
+/// Outputs from this size on are dequantised with AVX-512 and streamed past the cache: the f32
+/// output is four bytes per code, and writing it is what bounds the loop (skipping each line's
+/// read-for-ownership is the gain).
+const STREAM_BYTES: usize = 1 << 16;
+
+/// Whether a tile's output of `bytes` takes the AVX-512 streaming path.
+fn vector_dequant(bytes: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        bytes >= STREAM_BYTES && is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = bytes;
+        false
+    }
+}
+
+/// Writes the value of every code as a little-endian f32 into `out` (4 bytes per code), with
+/// AVX-512 when `simd` (16 codes per step, aligned groups streamed), else the portable loop; both
+/// compute each value with the same two (or three) rounded f32 operations.
+#[inline(always)]
+fn dequantize(codes: &[u8], out: &mut [u8], how: Dequant, scale: f32, min: f32, simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    let done = if simd {
+        // A long run first goes the portable way up to a 64-byte boundary of `out`, so that its
+        // vector stores can stream.
+        let to_line = (out.as_ptr() as usize).wrapping_neg() % 64;
+        let head = if codes.len() >= 64 && to_line.is_multiple_of(4) { to_line / 4 } else { 0 };
+        for (o, &c) in out[..4 * head].chunks_exact_mut(4).zip(&codes[..head]) {
+            o.copy_from_slice(&how.value(c, scale, min).to_le_bytes());
+        }
+        // SAFETY: `simd` is only set where AVX-512 F is available (`vector_dequant`); `out` holds
+        // `4 · codes.len()` bytes.
+        head + unsafe { x86::dequantize_avx512(&codes[head..], &mut out[4 * head..], how, scale, min) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = simd;
+        0
+    };
+    for (o, &c) in out[4 * done..].chunks_exact_mut(4).zip(&codes[done..]) {
+        o.copy_from_slice(&how.value(c, scale, min).to_le_bytes());
+    }
+}
+
+/// Dequantises a row segment whose element 0 is element `offset` of the first of `params`'
+/// blocks (`block ≥ 16` elements each; `params[j]` = scale and minimum of block `j`): a portable
+/// head up to a 64-byte boundary of `out`, AVX-512 groups of 16 (streamed), a portable tail.
+///
+/// Only called where AVX-512 F is available (`vector_dequant`).
+#[cfg(target_arch = "x86_64")]
+fn dequantize_blocks(codes: &[u8], out: &mut [u8], how: Dequant, offset: usize, block: usize, params: &[(f32, f32)]) {
+    let at = |i: usize| params[(offset + i) / block];
+    let one = |i: usize, out: &mut [u8]| {
+        let (scale, min) = at(i);
+        out[4 * i..4 * i + 4].copy_from_slice(&how.value(codes[i], scale, min).to_le_bytes());
+    };
+    let n = codes.len();
+    let to_line = (out.as_ptr() as usize).wrapping_neg() % 64;
+    let head = if to_line.is_multiple_of(4) { (to_line / 4).min(n) } else { 0 };
+    (0..head).for_each(|i| one(i, out));
+    // SAFETY: AVX-512 F is available (the caller's contract); `out` holds `4 · n` bytes and
+    // `params` covers every element's block.
+    let done = head
+        + unsafe {
+            x86::dequantize_blocks_avx512(&codes[head..], &mut out[4 * head..], how, offset + head, block, params)
+        };
+    (done..n).for_each(|i| one(i, out));
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Dequant;
+
+    /// Groups of 16 codes of a block-scaled segment (see [`super::dequantize_blocks`]); returns
+    /// how many codes it wrote. A group spans at most two blocks (`block ≥ 16`): its lanes take
+    /// the first block's scale and minimum up to the boundary, the second's after it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `out` holds at least `4 · codes.len()` bytes; `params`
+    /// has an entry for the block of every element; `block ≥ 16`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dequantize_blocks_avx512(
+        codes: &[u8],
+        out: &mut [u8],
+        how: Dequant,
+        offset: usize,
+        block: usize,
+        params: &[(f32, f32)],
+    ) -> usize {
+        let groups = codes.len() / 16;
+        // SAFETY: AVX-512 F is available (the caller's contract); loads stay inside
+        // `codes[..16·groups]` and `params`, stores inside `out[..64·groups]`.
+        unsafe {
+            let eight = _mm512_set1_epi32(8);
+            let mut streamed = false;
+            for g in 0..groups {
+                let e = offset + 16 * g;
+                let (b, within) = (e / block, e % block);
+                let (s0, m0) = params[b];
+                let (mut s, mut m) = (_mm512_set1_ps(s0), _mm512_set1_ps(m0));
+                if within + 16 > block {
+                    // Lanes from `block − within` on belong to the next block.
+                    let (s1, m1) = params[b + 1];
+                    let next: __mmask16 = !((1u32 << (block - within)) - 1) as u16;
+                    s = _mm512_mask_mov_ps(s, next, _mm512_set1_ps(s1));
+                    m = _mm512_mask_mov_ps(m, next, _mm512_set1_ps(m1));
+                }
+                let c = _mm_loadu_si128(codes.as_ptr().add(16 * g) as *const __m128i);
+                let v = match how {
+                    Dequant::Int8 => _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)), s),
+                    Dequant::Int4Symmetric => {
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(c), eight)), s)
+                    }
+                    Dequant::Int4Asymmetric => {
+                        _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)), s), m)
+                    }
+                };
+                let o = out.as_mut_ptr().add(64 * g);
+                if (o as usize).is_multiple_of(64) {
+                    _mm512_stream_ps(o as *mut f32, v);
+                    streamed = true;
+                } else {
+                    _mm512_storeu_ps(o as *mut f32, v);
+                }
+            }
+            if streamed {
+                _mm_sfence();
+            }
+        }
+        16 * groups
+    }
+
+    /// Dequantises whole groups of 16 codes; returns how many codes it wrote. Groups whose
+    /// output is 64-byte aligned are written with non-temporal stores (fenced before returning).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `out` holds at least `4 · codes.len()` bytes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dequantize_avx512(codes: &[u8], out: &mut [u8], how: Dequant, scale: f32, min: f32) -> usize {
+        let groups = codes.len() / 16;
+        // SAFETY: AVX-512 F is available (the caller's contract); loads stay inside
+        // `codes[..16·groups]`, stores inside `out[..64·groups]`.
+        unsafe {
+            let (s, m, eight) = (_mm512_set1_ps(scale), _mm512_set1_ps(min), _mm512_set1_epi32(8));
+            let mut streamed = false;
+            for g in 0..groups {
+                let c = _mm_loadu_si128(codes.as_ptr().add(16 * g) as *const __m128i);
+                let v = match how {
+                    Dequant::Int8 => _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)), s),
+                    Dequant::Int4Symmetric => {
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(c), eight)), s)
+                    }
+                    Dequant::Int4Asymmetric => {
+                        _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)), s), m)
+                    }
+                };
+                let o = out.as_mut_ptr().add(64 * g);
+                if (o as usize).is_multiple_of(64) {
+                    _mm512_stream_ps(o as *mut f32, v);
+                    streamed = true;
+                } else {
+                    _mm512_storeu_ps(o as *mut f32, v);
+                }
+            }
+            if streamed {
+                _mm_sfence();
+            }
+        }
+        16 * groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector paths against the per-element formula: every kind, blocks that do and do not
+    /// divide a vector, segments starting mid-block, outputs at every 4-byte misalignment (so
+    /// both streamed and unaligned stores run), and tails.
+    #[test]
+    fn vector_dequantisation_matches_the_formula() {
+        if !vector_dequant(usize::MAX) {
+            return;
+        }
+        let codes: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+        for how in [Dequant::Int8, Dequant::Int4Symmetric, Dequant::Int4Asymmetric] {
+            let codes: Vec<u8> =
+                if how == Dequant::Int8 { codes.clone() } else { codes.iter().map(|c| c & 15).collect() };
+            for block in [16usize, 32, 48, 256] {
+                let params: Vec<(f32, f32)> =
+                    (0..codes.len() / 16 + 2).map(|b| (0.01 + b as f32 * 1e-3, -0.05 * b as f32)).collect();
+                for offset in [0usize, 3, 15, block - 1] {
+                    for misalign in (0..64).step_by(4) {
+                        for n in [1usize, 17, 64, 999 - offset.min(900)] {
+                            let mut buf = vec![0u8; 4 * n + 64];
+                            let out = &mut buf[misalign..misalign + 4 * n];
+                            dequantize_blocks(&codes[..n], out, how, offset, block, &params);
+                            for (i, o) in out.chunks_exact(4).enumerate() {
+                                let (sc, mn) = params[(offset + i) / block];
+                                let want = how.value(codes[i], sc, mn);
+                                let got = f32::from_le_bytes([o[0], o[1], o[2], o[3]]);
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "block {block} offset {offset} +{misalign} n {n} i {i}"
+                                );
+                            }
+                            let mut buf = vec![0u8; 4 * n + 64];
+                            let out = &mut buf[misalign..misalign + 4 * n];
+                            dequantize(&codes[..n], out, how, 0.37, -1.5, true);
+                            for (i, o) in out.chunks_exact(4).enumerate() {
+                                let want = how.value(codes[i], 0.37, -1.5);
+                                assert_eq!(f32::from_le_bytes([o[0], o[1], o[2], o[3]]).to_bits(), want.to_bits());
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
