@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 
 /// Bumped whenever `ember compress` codes the same source differently within one format version,
 /// so cached containers are rebuilt once: revision 2 keeps a GGUF's `Q4_0`/`Q4_1`/`Q8_0` codes
-/// (`--gguf-codes auto`), revision 3 its `Q5_0`/`Q4_K`/`Q6_K` codes too.
-const CODING_REVISION: u32 = 3;
+/// (`--gguf-codes auto`), revision 3 its `Q5_0`/`Q4_K`/`Q6_K` codes too, revision 4 codes
+/// 128 Ki-element tiles with up to 64 lanes (the faster CPU decode).
+const CODING_REVISION: u32 = 4;
 
 /// The container for `source` (a GGUF file or a Hugging Face model directory) coded with
 /// `scheme`, compressed on first use into the cache (`$EMBER_CACHE`, else `~/.cache/ember`) and
