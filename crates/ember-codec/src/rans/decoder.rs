@@ -295,8 +295,7 @@ pub fn decode_lanes_with(
         && is_x86_feature_detected!("avx512f")
     {
         // SAFETY: AVX-512 F is available (checked just above); `full ≤ count`.
-        unsafe { x86::decode_symbols_avx512(&mut lanes, table, words, &mut out, full) };
-        true
+        unsafe { x86::decode_symbols_avx512(&mut lanes, table, words, &mut out, full) }
     } else if simd != Simd::Scalar && width.is_multiple_of(8) && is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is available (checked just above); `full ≤ count`.
         unsafe { x86::decode_rounds_avx2(&mut lanes, table, words, &mut out, full) };
@@ -464,8 +463,11 @@ mod x86 {
     /// [`LaneOutput::Symbols`] output, 16 lanes per `__m512i`: the same steps as the AVX2 loop,
     /// with mask registers for the refill condition.
     ///
+    /// Returns whether it decoded (only symbol output is taken; other outputs are left
+    /// untouched for another path).
+    ///
     /// # Safety
-    /// The CPU must support AVX-512 F; `full ≤ out.len()`; `out` is `LaneOutput::Symbols`.
+    /// The CPU must support AVX-512 F; `full ≤ out.len()`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn decode_symbols_avx512(
         lanes: &mut Lanes,
@@ -473,8 +475,8 @@ mod x86 {
         words: &[u16],
         out: &mut LaneOutput,
         full: usize,
-    ) {
-        let LaneOutput::Symbols(out) = out else { return };
+    ) -> bool {
+        let LaneOutput::Symbols(out) = out else { return false };
         // SAFETY: AVX-512 F is available (the caller's contract); every load and store is within `lanes`, `out[..full]` or the zero-padded word copy, whose gather indices are clamped to its length.
         unsafe {
             let width = lanes.x.len();
@@ -524,6 +526,7 @@ mod x86 {
                 _mm512_storeu_si512(lanes.pos.as_mut_ptr().add(16 * g) as *mut __m512i, ps[g]);
             }
         }
+        true
     }
 }
 
