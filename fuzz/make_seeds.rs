@@ -316,7 +316,7 @@ fn main() {
     let asym = EncodeOptions { int4_asymmetric: true, ..opts };
     let f = ember_file(&[("a", Dtype::BF16, vec![4, 32], SchemeKind::Int4)], &asym, false);
     put(out, "decode_batch_flex", "int4_asymmetric", &batch_input(&f, 1));
-    let lanes32 = EncodeOptions { lanes: 32, tile_elems: 512, ..opts };
+    let lanes32 = EncodeOptions { lanes: 32, min_symbols_per_lane: 0, tile_elems: 512, ..opts };
     let f = ember_file(&[("a", Dtype::BF16, vec![16, 64], SchemeKind::Lossless)], &lanes32, false);
     put(out, "decode_batch_flex", "lossless_32_lanes", &batch_input(&f, 3));
     eprintln!("seeds written under {}", out.display());

@@ -52,6 +52,7 @@ fn cases() -> Vec<Case> {
                     let opts = EncodeOptions {
                         tile_elems: tile,
                         lanes,
+                        min_symbols_per_lane: 0,
                         prob_bits: 12 - (k as u32 % 3),
                         int4_block: 16,
                         int4_asymmetric: asym,
@@ -81,7 +82,13 @@ fn cases() -> Vec<Case> {
         }
         // GGUF k-quant super-blocks (`Q6_K`- and `Q4_K`-style side data).
         for kind in [QuantKind::Int8Super { block: 16, blocks: 16 }, QuantKind::Int4Super { block: 32, blocks: 8 }] {
-            let opts = EncodeOptions { tile_elems: tile, lanes: 32, raw_if_smaller: false, ..EncodeOptions::default() };
+            let opts = EncodeOptions {
+                tile_elems: tile,
+                lanes: 32,
+                min_symbols_per_lane: 0,
+                raw_if_smaller: false,
+                ..EncodeOptions::default()
+            };
             out.push(Case {
                 name: format!("{kind:?}-{k}"),
                 dtype: Dtype::F32,

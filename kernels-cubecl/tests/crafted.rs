@@ -23,7 +23,7 @@ fn vulkan() -> Device {
 
 fn sample(dir: &Path) -> Vec<u8> {
     let path = dir.join("good.ember");
-    let opts = EncodeOptions { tile_elems: 2048, ..EncodeOptions::default() };
+    let opts = EncodeOptions { tile_elems: 2048, lanes: 32, min_symbols_per_lane: 0, ..EncodeOptions::default() };
     let bf16 = ember_codec::synthetic::float_test_bytes(Dtype::BF16, 64 * 256, 11, false);
     let f32s = ember_codec::synthetic::float_test_bytes(Dtype::F32, 32 * 128, 12, false);
     let mut w = ContainerWriter::create(&path).unwrap();

@@ -34,6 +34,7 @@ fn cases() -> Vec<Case> {
                 let opts = EncodeOptions {
                     tile_elems: 96,
                     lanes: 32,
+                    min_symbols_per_lane: 0,
                     prob_bits: 12,
                     // Blocks that are and are not a multiple of the vector width; with the
                     // shapes, even and odd numbers of whole blocks per row, with and without a tail.

@@ -29,6 +29,7 @@ fn fixed_tensors() -> Vec<Fixed> {
     let small = EncodeOptions {
         tile_elems: 40,
         lanes: 4,
+        min_symbols_per_lane: 0,
         prob_bits: 10,
         int4_block: 8,
         int4_asymmetric: false,

@@ -43,15 +43,21 @@ fn opts_strategy() -> impl Strategy<Value = EncodeOptions> {
         1u32..40,
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![Just(0u32), Just(4), Just(1024)],
     )
-        .prop_map(|(tile_elems, lanes, prob_bits, int4_block, int4_asymmetric, raw_if_smaller)| EncodeOptions {
-            tile_elems,
-            lanes,
-            prob_bits,
-            int4_block,
-            int4_asymmetric,
-            raw_if_smaller,
-        })
+        .prop_map(
+            |(tile_elems, lanes, prob_bits, int4_block, int4_asymmetric, raw_if_smaller, min_symbols_per_lane)| {
+                EncodeOptions {
+                    tile_elems,
+                    lanes,
+                    min_symbols_per_lane,
+                    prob_bits,
+                    int4_block,
+                    int4_asymmetric,
+                    raw_if_smaller,
+                }
+            },
+        )
 }
 
 proptest! {

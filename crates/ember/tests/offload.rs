@@ -52,7 +52,7 @@ fn tensors() -> Vec<(&'static str, Vec<u64>)> {
 fn write_container(dir: &std::path::Path, name: &str, scheme: SchemeKind, seed: u64) -> std::path::PathBuf {
     let path = dir.join(name);
     let mut w = ContainerWriter::create(&path).unwrap();
-    let opts = EncodeOptions { tile_elems: 1000, ..EncodeOptions::default() };
+    let opts = EncodeOptions { tile_elems: 1000, lanes: 32, min_symbols_per_lane: 0, ..EncodeOptions::default() };
     for (i, (n, shape)) in tensors().into_iter().enumerate() {
         let (rows, cols) =
             if shape.len() == 2 { (shape[0] as usize, shape[1] as usize) } else { (1, shape[0] as usize) };

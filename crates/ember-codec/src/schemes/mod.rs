@@ -60,9 +60,14 @@ pub struct EncodeOptions {
     /// Target elements per tile (row-aligned, so tiles may be smaller).
     pub tile_elems: usize,
     /// Interleaved rANS lanes per tile (a power of two; one GPU thread each). The most a tensor
-    /// gets: one with small tiles is coded with fewer (at least 8 or this, whichever is less),
-    /// so that each lane decodes at least 1024 symbols.
+    /// gets: one with small tiles is coded with fewer, see `min_symbols_per_lane`.
     pub lanes: u32,
+    /// A tensor whose largest tile would give a lane fewer symbols than this is coded with
+    /// fewer lanes (halved, down to 8 or `lanes`, whichever is less): each lane costs its state
+    /// and table entry (6 bytes) in every tile, which a small tile does not earn back, and the
+    /// CPU decoder needs many lanes only to hide its latency on long tiles. 0 keeps exactly
+    /// `lanes`.
+    pub min_symbols_per_lane: u32,
     /// Probability precision of the frequency tables, `8..=12`.
     pub prob_bits: u32,
     /// `int4` block length along the last dimension.
@@ -79,6 +84,7 @@ impl Default for EncodeOptions {
         Self {
             tile_elems: DEFAULT_TILE_ELEMS,
             lanes: 64,
+            min_symbols_per_lane: 1024,
             prob_bits: 12,
             int4_block: 32,
             int4_asymmetric: false,
@@ -384,7 +390,7 @@ pub(crate) fn code_tiles(
 ) -> Result<(RansParams, CodedTiles), String> {
     let table = FrequencyTable::from_counts(counts, opts.prob_bits)?;
     let largest = spans.iter().map(|s| s.count).max().unwrap_or(0);
-    let lanes = lanes_for(opts.lanes, largest) as usize;
+    let lanes = lanes_for(opts.lanes, largest, opts.min_symbols_per_lane) as usize;
     // Version 2: 16-bit lane word counts whenever every tile allows them (always, for tiles of
     // up to 65 535 elements per lane).
     let lane_table = if spans.iter().all(|s| LaneTable::Counts16.fits(s.count, lanes as u64)) {
@@ -407,16 +413,12 @@ pub(crate) fn code_tiles(
     ))
 }
 
-/// Symbols per lane below which a tensor gets fewer lanes than asked for.
-const MIN_SYMBOLS_PER_LANE: u64 = 1024;
-
 /// The lanes a tensor whose largest tile holds `largest` elements is coded with: `max`, halved
-/// (down to 8) while a lane would decode fewer than [`MIN_SYMBOLS_PER_LANE`] symbols. Each lane
-/// costs its state and table entry (6 bytes) in every tile, which a small tile does not earn
-/// back: the CPU decoder needs many lanes only to hide its latency on long tiles.
-fn lanes_for(max: u32, largest: u64) -> u32 {
+/// (down to 8) while a lane would decode fewer than `min_per_lane` symbols
+/// ([`EncodeOptions::min_symbols_per_lane`]).
+fn lanes_for(max: u32, largest: u64, min_per_lane: u32) -> u32 {
     let mut lanes = max;
-    while lanes > 8 && largest < u64::from(lanes) * MIN_SYMBOLS_PER_LANE {
+    while lanes > 8 && largest < u64::from(lanes) * u64::from(min_per_lane) {
         lanes /= 2;
     }
     lanes
@@ -452,12 +454,13 @@ mod tests {
 
     #[test]
     fn small_tiles_get_fewer_lanes_but_never_fewer_than_eight_or_asked() {
-        assert_eq!(lanes_for(64, 1 << 17), 64);
-        assert_eq!(lanes_for(64, 65_536), 64);
-        assert_eq!(lanes_for(64, 65_535), 32);
-        assert_eq!(lanes_for(64, 384), 8);
-        assert_eq!(lanes_for(64, 0), 8);
-        assert_eq!(lanes_for(4, 10), 4);
-        assert_eq!(lanes_for(1024, 1 << 22), 1024);
+        assert_eq!(lanes_for(64, 1 << 17, 1024), 64);
+        assert_eq!(lanes_for(64, 65_536, 1024), 64);
+        assert_eq!(lanes_for(64, 65_535, 1024), 32);
+        assert_eq!(lanes_for(64, 384, 1024), 8);
+        assert_eq!(lanes_for(64, 0, 1024), 8);
+        assert_eq!(lanes_for(4, 10, 1024), 4);
+        assert_eq!(lanes_for(1024, 1 << 22, 1024), 1024);
+        assert_eq!(lanes_for(32, 10, 0), 32);
     }
 }
