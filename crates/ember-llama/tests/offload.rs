@@ -63,7 +63,7 @@ fn smollm2_lossless_generates_the_dense_tokens_with_every_policy() {
 /// What a forger does to a tile, and the error text that names it.
 type Craft = (&'static str, Box<dyn Fn(&mut [u8])>);
 
-/// The default SmolLM2 container with the 32 lane states of one tile of
+/// The default SmolLM2 container with the lane states of one tile of
 /// `model.layers.3.mlp.down_proj.weight` set to 0 and every checksum recomputed: it opens (the
 /// checksums pass), but the model — dense or compressed, fused or not, on the CPU path or on
 /// Vulkan — is refused when it is attached, with an error naming the file, tensor and tile,
@@ -83,11 +83,11 @@ fn a_crafted_smollm2_container_is_an_error_not_a_panic() {
     let vulkan = ember_kernels::device::vulkan_device().expect("a Vulkan device (lavapipe in CI)");
     for (why, edit) in crafts {
         let crafted = dir.path().join("crafted.ember");
-        std::fs::write(&crafted, forge::forge_tile(&good, tensor, 7, edit)).unwrap();
+        std::fs::write(&crafted, forge::forge_tile(&good, tensor, 5, edit)).unwrap();
         let store = Store::open(&crafted).expect("the forged checksums pass");
         let check = |what: &str, e: ember_llama::offload::OffloadError| {
             let msg = e.to_string();
-            assert!(msg.contains("crafted.ember") && msg.contains(tensor) && msg.contains("tile 7"), "{what}: {msg}");
+            assert!(msg.contains("crafted.ember") && msg.contains(tensor) && msg.contains("tile 5"), "{what}: {msg}");
             assert!(msg.contains(why) || msg.contains("did not decode"), "{what}: {msg}");
         };
         check("dense", offload::dense(&store, &Device::flex()).map(drop).unwrap_err());

@@ -160,8 +160,9 @@ impl Worker {
         let mut open = true;
         loop {
             if rows.is_empty() {
-                // Idle: only the compressed bytes stay.
+                // Idle: only the compressed bytes stay, and the pages freed are returned.
                 self.store.release_decoded();
+                crate::memory::release_freed_pages();
                 self.metrics.publish(&self.store, 0);
                 if !open {
                     return;
