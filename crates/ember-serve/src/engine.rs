@@ -160,9 +160,8 @@ impl Worker {
         let mut open = true;
         loop {
             if rows.is_empty() {
-                // Idle: only the compressed bytes stay, and the pages freed are returned.
+                // Idle: only the compressed bytes stay.
                 self.store.release_decoded();
-                crate::memory::release_freed_pages();
                 self.metrics.publish(&self.store, 0);
                 if !open {
                     return;

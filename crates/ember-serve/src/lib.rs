@@ -13,7 +13,6 @@
 
 pub mod engine;
 pub mod error;
-pub mod memory;
 pub mod metrics;
 pub mod openai;
 pub mod options;

@@ -158,7 +158,5 @@ pub fn load(options: &Options) -> Result<Registry> {
         });
         workers.push(worker);
     }
-    // Loading freed about as much as the models keep: hand it back before serving.
-    crate::memory::release_freed_pages();
     Ok(Registry { models, cache, device, device_name, workers })
 }
