@@ -590,9 +590,16 @@ mod x86 {
         unsafe {
             let eight = _mm512_set1_epi32(8);
             let mut streamed = false;
+            // Block of the group's first element, and its place in that block.
+            let (mut b, mut within) = (offset / block, offset % block);
             for g in 0..groups {
-                let e = offset + 16 * g;
-                let (b, within) = (e / block, e % block);
+                if g > 0 {
+                    within += 16;
+                    while within >= block {
+                        within -= block;
+                        b += 1;
+                    }
+                }
                 let (s0, m0) = params[b];
                 let (mut s, mut m) = (_mm512_set1_ps(s0), _mm512_set1_ps(m0));
                 if within + 16 > block {
@@ -627,43 +634,17 @@ mod x86 {
         16 * groups
     }
 
-    /// Dequantises whole groups of 16 codes; returns how many codes it wrote. Groups whose
-    /// output is 64-byte aligned are written with non-temporal stores (fenced before returning).
+    /// Dequantises whole groups of 16 codes with one scale and minimum; returns how many codes
+    /// it wrote. Groups whose output is 64-byte aligned are written with non-temporal stores.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F; `out` holds at least `4 · codes.len()` bytes.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn dequantize_avx512(codes: &[u8], out: &mut [u8], how: Dequant, scale: f32, min: f32) -> usize {
-        let groups = codes.len() / 16;
-        // SAFETY: AVX-512 F is available (the caller's contract); loads stay inside
-        // `codes[..16·groups]`, stores inside `out[..64·groups]`.
-        unsafe {
-            let (s, m, eight) = (_mm512_set1_ps(scale), _mm512_set1_ps(min), _mm512_set1_epi32(8));
-            let mut streamed = false;
-            for g in 0..groups {
-                let c = _mm_loadu_si128(codes.as_ptr().add(16 * g) as *const __m128i);
-                let v = match how {
-                    Dequant::Int8 => _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)), s),
-                    Dequant::Int4Symmetric => {
-                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(c), eight)), s)
-                    }
-                    Dequant::Int4Asymmetric => {
-                        _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)), s), m)
-                    }
-                };
-                let o = out.as_mut_ptr().add(64 * g);
-                if (o as usize).is_multiple_of(64) {
-                    _mm512_stream_ps(o as *mut f32, v);
-                    streamed = true;
-                } else {
-                    _mm512_storeu_ps(o as *mut f32, v);
-                }
-            }
-            if streamed {
-                _mm_sfence();
-            }
-        }
-        16 * groups
+        // One block longer than the run.
+        let block = codes.len() + 16;
+        // SAFETY: the caller's contract; one block covers every element.
+        unsafe { dequantize_blocks_avx512(codes, out, how, 0, block, &[(scale, min)]) }
     }
 }
 
