@@ -129,6 +129,11 @@ impl FastWeight {
                         }
                         FastCodes::F32(v)
                     }
+                    Dtype::BF16 if matches!(entry.scheme, Scheme::Lossless { .. }) => {
+                        // Straight from the decoded bytes: no padded 16-bit copy of the whole
+                        // matrix next to them (for Gemma 3's embedding that copy is 336 MB).
+                        bf16_rank_form(&values, rows, cols, stride)
+                    }
                     dtype => {
                         let mut v = vec![0u16; padded];
                         for (r, row) in values.chunks_exact(2 * cols.max(1)).enumerate().take(rows) {
@@ -136,9 +141,7 @@ impl FastWeight {
                                 *o = u16::from_le_bytes([b[0], b[1]]);
                             }
                         }
-                        if dtype == Dtype::BF16 && matches!(entry.scheme, Scheme::Lossless { .. }) {
-                            bf16_rank_form(&v, rows, cols, stride)
-                        } else if dtype == Dtype::BF16 {
+                        if dtype == Dtype::BF16 {
                             FastCodes::Bf16(v)
                         } else {
                             FastCodes::F16(v)
@@ -267,11 +270,14 @@ fn quant_form(
     })
 }
 
-/// Transcodes BF16 bit patterns (`stride` per row) into the rank form.
-fn bf16_rank_form(v: &[u16], rows: usize, cols: usize, stride: usize) -> FastCodes {
+/// Transcodes a row-major `rows × cols` matrix of little-endian BF16 values into the rank form
+/// (rows `stride` elements apart).
+fn bf16_rank_form(values: &[u8], rows: usize, cols: usize, stride: usize) -> FastCodes {
+    let row =
+        |r: usize| values[2 * r * cols..2 * (r + 1) * cols].chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let mut counts = [0u64; 256];
     for r in 0..rows {
-        for &b in &v[r * stride..r * stride + cols] {
+        for b in row(r) {
             counts[((b >> 7) & 0xff) as usize] += 1;
         }
     }
@@ -290,7 +296,7 @@ fn bf16_rank_form(v: &[u16], rows: usize, cols: usize, stride: usize) -> FastCod
     let mut row_escapes = Vec::with_capacity(rows + 1);
     row_escapes.push(0u32);
     for r in 0..rows {
-        for (c, &b) in v[r * stride..r * stride + cols].iter().enumerate() {
+        for (c, b) in row(r).enumerate() {
             let i = r * stride + c;
             let rank = rank_of[((b >> 7) & 0xff) as usize];
             if rank as usize == RANKS {
