@@ -1,8 +1,9 @@
 //! The rANS decoder — the reference the GPU kernels mirror step for step.
 //!
-//! [`decode_lanes`] validates the lane table, then runs the steps either with AVX2 (eight lanes
-//! per vector, x86-64 only, detected at run time) or with the portable scalar loop; both compute
-//! exactly the same thing and are tested against each other. The AVX2 loop is bound by its
+//! [`decode_lanes`] validates the lane table, then runs the steps with AVX-512 (sixteen lanes per
+//! vector, symbol output from 64 lanes on), AVX2 (eight lanes per vector) — both x86-64 only,
+//! detected at run time — or the portable scalar loop; all compute exactly the same thing and
+//! are tested against each other (see [`Simd`]). The AVX2 loop is bound by its
 //! gathers (table lookups and refill words): refills come from a two-word buffer per lane,
 //! gathered every other round, which measured 15% faster than a gather per round.
 
