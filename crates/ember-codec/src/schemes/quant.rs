@@ -432,7 +432,7 @@ impl QuantDecoder {
                     // group of 16 takes its scales from (at most) two blocks.
                     #[cfg(target_arch = "x86_64")]
                     if simd && block >= 16 && len >= 64 {
-                        let (first, last) = ((col0) / block, (col0 + len - 1) / block);
+                        let (first, last) = (col0 / block, (col0 + len - 1) / block);
                         block_params.clear();
                         block_params.extend((first..=last).map(|b| self.kind.block_scale(scales, first_block + b)));
                         dequantize_blocks(codes, row_out, how, col0 - first * block, block, &block_params);
@@ -508,31 +508,16 @@ fn vector_dequant(bytes: usize) -> bool {
 }
 
 /// Writes the value of every code as a little-endian f32 into `out` (4 bytes per code), with
-/// AVX-512 when `simd` (16 codes per step, aligned groups streamed), else the portable loop; both
-/// compute each value with the same two (or three) rounded f32 operations.
+/// AVX-512 when `simd` (one scale for the whole run: one block longer than it), else the portable
+/// loop; both compute each value with the same two (or three) rounded f32 operations.
 #[inline(always)]
 fn dequantize(codes: &[u8], out: &mut [u8], how: Dequant, scale: f32, min: f32, simd: bool) {
     #[cfg(target_arch = "x86_64")]
-    let done = if simd {
-        // A long run first goes the portable way up to a 64-byte boundary of `out`, so that its
-        // vector stores can stream.
-        let to_line = (out.as_ptr() as usize).wrapping_neg() % 64;
-        let head = if codes.len() >= 64 && to_line.is_multiple_of(4) { to_line / 4 } else { 0 };
-        for (o, &c) in out[..4 * head].chunks_exact_mut(4).zip(&codes[..head]) {
-            o.copy_from_slice(&how.value(c, scale, min).to_le_bytes());
-        }
-        // SAFETY: `simd` is only set where AVX-512 F is available (`vector_dequant`); `out` holds
-        // `4 · codes.len()` bytes.
-        head + unsafe { x86::dequantize_avx512(&codes[head..], &mut out[4 * head..], how, scale, min) }
-    } else {
-        0
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = {
-        let _ = simd;
-        0
-    };
-    for (o, &c) in out[4 * done..].chunks_exact_mut(4).zip(&codes[done..]) {
+    if simd {
+        return dequantize_blocks(codes, out, how, 0, codes.len() + 16, &[(scale, min)]);
+    }
+    let _ = simd;
+    for (o, &c) in out.chunks_exact_mut(4).zip(codes) {
         o.copy_from_slice(&how.value(c, scale, min).to_le_bytes());
     }
 }
@@ -632,19 +617,6 @@ mod x86 {
             }
         }
         16 * groups
-    }
-
-    /// Dequantises whole groups of 16 codes with one scale and minimum; returns how many codes
-    /// it wrote. Groups whose output is 64-byte aligned are written with non-temporal stores.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F; `out` holds at least `4 · codes.len()` bytes.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dequantize_avx512(codes: &[u8], out: &mut [u8], how: Dequant, scale: f32, min: f32) -> usize {
-        // One block longer than the run.
-        let block = codes.len() + 16;
-        // SAFETY: the caller's contract; one block covers every element.
-        unsafe { dequantize_blocks_avx512(codes, out, how, 0, block, &[(scale, min)]) }
     }
 }
 
