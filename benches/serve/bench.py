@@ -7,16 +7,17 @@ measures, each in a fresh server on the CPU path:
 - one model (SmolLM2-135M): generated tokens/s and p50/p95 time to first token with 1, 4 and 16
   concurrent streamed requests (batched decode: 16 sequences share every weight read);
 - three models in one server (SmolLM2-135M twice, under two names, and Gemma 3 270M), requests
-  spread over all three, for each scheme: tokens/s, and the process's peak resident memory
-  against the sum of the three models' dense BF16 weights (the lossless run's dense size, the
-  same denominator for every scheme).
+  spread over all three, for each scheme and each form the fused products read (`--form fast`:
+  the transcoded fast form; `--form coded`: the entropy-coded tiles): tokens/s, and the
+  process's idle and peak resident memory against the sum of the three models' dense BF16
+  weights (the lossless run's dense size, the same denominator for every scheme).
 
 Only the standard library: requests are plain HTTP with server-sent events. Set
 `RAYON_NUM_THREADS` to fix the server's thread count (recorded as `threads`); the committed
 results use one thread, so another process on the machine does not stall its products.
 
 usage: python3 benches/serve/bench.py --bin target/release/ember-serve
-           [--tokens 32] [--repeats 3] [--schemes lossless,int8] [--out benches/results/cpu-serve.json]
+           [--tokens 32] [--repeats 3] [--schemes lossless,int8] [--forms fast,coded] [--out benches/results/cpu-serve.json]
 """
 
 import argparse
@@ -58,9 +59,20 @@ class Server:
         else:
             raise SystemExit("ember-serve did not start:\n" + "".join(self.log))
 
+        self.idle = self.status()
         self.peaks = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
         self.sampling = True
         threading.Thread(target=self.sample, daemon=True).start()
+
+    def status(self):
+        """The server's resident memory now, in bytes (`VmRSS`, `RssAnon`, `RssFile`)."""
+        out = {}
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in ("RssAnon", "RssFile", "VmRSS"):
+                    out[key] = int(line.split()[1]) * 1024
+        return out
 
     def sample(self):
         """Polls the server's /proc status: peaks of anonymous memory (what it allocates) and of
@@ -140,6 +152,7 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--schemes", default="lossless,int8")
+    ap.add_argument("--forms", default="fast,coded", help="what the fused products read (ember-serve --form)")
     ap.add_argument("--repeats", type=int, default=3, help="waves per concurrency level (median reported)")
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -176,8 +189,8 @@ def main():
     # Three models, one budget, per scheme.
     three = [("smollm2-a", SMOLLM2), ("smollm2-b", SMOLLM2), ("gemma3", GEMMA3)]
     report["three_models"] = []
-    for scheme in a.schemes.split(","):
-        s = Server(a.bin, three, scheme)
+    for scheme, form in [(s, f) for s in a.schemes.split(",") for f in a.forms.split(",")]:
+        s = Server(a.bin, three, scheme, ["--form", form])
         try:
             jobs = [(three[i % 3][0], PROMPTS[(i // 3) % 4]) for i in range(12)]
             row = asyncio.run(wave(s, jobs, a.tokens))
@@ -185,7 +198,8 @@ def main():
             dense = sum(v for k, v in m.items() if k.startswith("ember_dense_weight_bytes"))
             peak = next(v for k, v in m.items() if k.startswith("ember_memory_peak_bytes"))
             source = next(k for k in m if k.startswith("ember_memory_peak_bytes"))
-            row.update({"scheme": scheme, "dense_weight_bytes_as_stored": dense, "memory_peak_bytes": peak,
+            row.update({"scheme": scheme, "form": form, "idle_rss_bytes": s.idle.get("VmRSS"),
+                        "dense_weight_bytes_as_stored": dense, "memory_peak_bytes": peak,
                         "memory_source": source.split('source="', 1)[1].rstrip('"}'),
                         "anon_memory_peak_bytes": s.peaks["RssAnon"],
                         "file_backed_peak_bytes": s.peaks["RssFile"],
@@ -201,6 +215,7 @@ def main():
     for row in report["three_models"]:
         dense = (lossless[0] if lossless else row)["dense_weight_bytes_as_stored"]
         row.update({"dense_weight_bytes_sum": dense, "peak_vs_dense_sum": row["memory_peak_bytes"] / dense,
+                    "idle_vs_dense_sum": row["idle_rss_bytes"] / dense,
                     "anon_peak_vs_dense_sum": row["anon_memory_peak_bytes"] / dense})
 
     text = json.dumps(report, indent=2)

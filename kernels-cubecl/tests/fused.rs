@@ -8,6 +8,7 @@ use ember_codec::schemes::QuantKind;
 use ember_codec::{
     encode_quant_codes, encode_tensor, Container, ContainerWriter, Dtype, EncodeOptions, QuantCodes, SchemeKind,
 };
+use ember_kernels::fused::coded::CodedTiles;
 use ember_kernels::fused::cpu::{matmul_w, matmul_wt, CpuPath, StridedF32};
 use ember_kernels::fused::form::{FastCodes, FastWeight};
 use ember_kernels::fused::op::{FusedWeight, Orientation};
@@ -215,6 +216,67 @@ fn cpu_fused_products_match_decode_then_matmul() {
 }
 
 #[test]
+fn products_from_entropy_coded_tiles_match_decode_then_matmul() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    let file = std::sync::Arc::new(write(&cases, dir.path()));
+    for (t, c) in file.tensors().iter().zip(&cases) {
+        let w = file.decode(t).unwrap().to_f32().unwrap();
+        let tiles = CodedTiles::new(std::sync::Arc::clone(&file), t).unwrap();
+        assert_eq!(tiles.shape(), (c.rows, c.cols));
+        let decoded = tiles.decode_f32();
+        assert!(decoded.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: decode", c.name);
+        // Rows that straddle tiles (96-element tiles), repeated ids, the first and last row.
+        let ids: Vec<usize> = [c.rows - 1, 0, c.rows / 2, c.rows / 2].into();
+        let rows = tiles.select_rows(&ids).unwrap();
+        for (k, &r) in ids.iter().enumerate() {
+            assert_eq!(&rows[k * c.cols..(k + 1) * c.cols], &w[r * c.cols..(r + 1) * c.cols], "{}: rows", c.name);
+        }
+        assert!(tiles.select_rows(&[c.rows]).is_none(), "an id past the table is refused");
+        for m in [1usize, 3, 8, 13] {
+            for with_bias in [false, true] {
+                for path in [CpuPath::Best, CpuPath::Scalar] {
+                    let what = format!("coded {} m={m} bias={with_bias} {path:?}", c.name);
+                    let x = activations(m, c.cols, m as u64);
+                    let bias: Vec<f32> = (0..c.rows).map(|i| i as f32 * 0.25 - 1.0).collect();
+                    let b = with_bias.then_some(&bias[..]);
+                    let y = tiles.matmul(&x, m, b, Orientation::RowsAreOutputs, path);
+                    check(&y, &w, c.rows, c.cols, &x, m, b, true, &format!("dot {what}"));
+                    let x = activations(m, c.rows, m as u64 + 9);
+                    let bias: Vec<f32> = (0..c.cols).map(|i| 0.5 - i as f32 * 0.125).collect();
+                    let b = with_bias.then_some(&bias[..]);
+                    let y = tiles.matmul(&x, m, b, Orientation::RowsAreInputs, path);
+                    check(&y, &w, c.rows, c.cols, &x, m, b, false, &format!("axpy {what}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_damaged_tile_is_refused_when_kept_entropy_coded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<Case> =
+        cases().into_iter().filter(|c| c.scheme == SchemeKind::Lossless && c.rows * c.cols > 500).collect();
+    let file = write(&cases, dir.path());
+    let path = file.path().to_path_buf();
+    let t = file.tensors()[0].clone();
+    drop(file);
+    // Overwrite the first tile's payload: the container is opened without verifying checksums,
+    // so it is the decode of every tile at construction that must catch it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let off = t.tiles[0].offset as usize;
+    for b in &mut bytes[off..off + t.tiles[0].len as usize] {
+        *b = 0xff;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let file = std::sync::Arc::new(Container::open(&path).unwrap());
+    let t = file.get(&t.name).unwrap();
+    let err = CodedTiles::new(std::sync::Arc::clone(&file), t).expect_err("a damaged tile must be refused");
+    assert!(err.to_string().contains(&t.name), "the error names the tensor: {err}");
+}
+
+#[test]
 fn nan_and_infinity_in_x_propagate_as_in_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<Case> = cases().into_iter().filter(|c| c.rows > 1 && c.cols > 16).collect();
@@ -291,29 +353,36 @@ fn burn_matmul_on_the_cpu_path_reads_transposed_views_in_place() {
 fn fused_op_on(device: &Device) {
     let dir = tempfile::tempdir().unwrap();
     let cases = cases();
-    let file = write(&cases, dir.path());
+    let file = std::sync::Arc::new(write(&cases, dir.path()));
     for (t, c) in file.tensors().iter().zip(&cases) {
         let w = file.decode(t).unwrap().to_f32().unwrap();
         // In device memory, or in host RAM and uploaded at each use (host residency).
         let on_device = t.name.len() % 2 == 0;
         let fused = FusedWeight::new(FastWeight::from_container(&file, t).unwrap(), device, on_device);
-        for m in [1usize, 2, 5, 8, 9] {
-            let x = activations(m, c.cols, m as u64);
-            let bias: Vec<f32> = (0..c.rows).map(|i| i as f32 * 0.5).collect();
-            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, c.cols]), device);
-            let bt = Tensor::<1>::from_data(TensorData::new(bias.clone(), [c.rows]), device);
-            let y = fused.linear(xt, Orientation::RowsAreOutputs, Some(bt)).into_data().try_to_vec::<f32>().unwrap();
-            check(&y, &w, c.rows, c.cols, &x, m, Some(&bias), true, &format!("op {} m={m}", c.name));
-        }
-        let decoded = fused.decode().into_data().try_to_vec::<f32>().unwrap();
-        assert!(decoded.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: decode", c.name);
-        let ids = [c.rows - 1, 0];
-        let rows = fused.rows(&ids).unwrap().into_data().try_to_vec::<f32>().unwrap();
-        for (k, &r) in ids.iter().enumerate() {
-            assert_eq!(&rows[k * c.cols..(k + 1) * c.cols], &w[r * c.cols..(r + 1) * c.cols], "{}: rows", c.name);
-        }
-        assert!(fused.rows(&[c.rows]).is_none(), "an id past the table is refused");
+        check_op(&fused, &w, c, device);
+        // The entropy-coded tiles: fused on the CPU path, decode + matmul on a GPU.
+        let coded = FusedWeight::coded(CodedTiles::new(std::sync::Arc::clone(&file), t).unwrap(), device);
+        check_op(&coded, &w, c, device);
     }
+}
+
+fn check_op(fused: &FusedWeight, w: &[f32], c: &Case, device: &Device) {
+    for m in [1usize, 2, 5, 8, 9] {
+        let x = activations(m, c.cols, m as u64);
+        let bias: Vec<f32> = (0..c.rows).map(|i| i as f32 * 0.5).collect();
+        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, c.cols]), device);
+        let bt = Tensor::<1>::from_data(TensorData::new(bias.clone(), [c.rows]), device);
+        let y = fused.linear(xt, Orientation::RowsAreOutputs, Some(bt)).into_data().try_to_vec::<f32>().unwrap();
+        check(&y, w, c.rows, c.cols, &x, m, Some(&bias), true, &format!("op {} m={m}", c.name));
+    }
+    let decoded = fused.decode().into_data().try_to_vec::<f32>().unwrap();
+    assert!(decoded.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: decode", c.name);
+    let ids = [c.rows - 1, 0];
+    let rows = fused.rows(&ids).unwrap().into_data().try_to_vec::<f32>().unwrap();
+    for (k, &r) in ids.iter().enumerate() {
+        assert_eq!(&rows[k * c.cols..(k + 1) * c.cols], &w[r * c.cols..(r + 1) * c.cols], "{}: rows", c.name);
+    }
+    assert!(fused.rows(&[c.rows]).is_none(), "an id past the table is refused");
 }
 
 #[test]

@@ -494,14 +494,17 @@ impl Llama {
                     })
                 })
                 .collect();
-            Tensor::<5>::from_data(TensorData::new(data, [rows, 1, 1, 1, width]), device)
+            // Every key visible (one row, or rows of one length, within the window): no mask to
+            // add in every layer.
+            (data.iter().any(|&v| v != 0.0))
+                .then(|| Tensor::<5>::from_data(TensorData::new(data, [rows, 1, 1, 1, width]), device))
         };
         PassContext {
             global_rope: RopeAngles::at_positions(&self.inv_freq, positions, device),
-            global_mask: Some(mask(None)),
+            global_mask: mask(None),
             local: self
                 .local_window()
-                .map(|w| (RopeAngles::at_positions(&self.local_inv_freq, positions, device), Some(mask(Some(w))))),
+                .map(|w| (RopeAngles::at_positions(&self.local_inv_freq, positions, device), mask(Some(w)))),
         }
     }
 

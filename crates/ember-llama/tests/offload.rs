@@ -11,7 +11,7 @@ mod forge;
 
 use burn::tensor::{Device, Tensor};
 use ember::policy::CachePolicy;
-use ember::{Config, FusedMode, Residency, Store};
+use ember::{Config, FusedForm, FusedMode, Residency, Store};
 use ember_codec::synthetic::{llama_like_f32, to_bf16_bytes};
 use ember_codec::{encode_tensor, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
 use ember_llama::{generate_with, offload, GenerateOptions, Generation, Llama, LlamaConfig, Sampler};
@@ -100,6 +100,10 @@ fn a_crafted_smollm2_container_is_an_error_not_a_panic() {
                 );
             }
         }
+        // Kept entropy-coded for fused products (nothing transcoded): every tile is still
+        // decoded once at attach.
+        let cfg = Config::new(policy("none", 0)).fused(FusedMode::On).fused_form(FusedForm::Coded);
+        check("none coded", offload::attach(&store, &Device::flex(), cfg).map(drop).unwrap_err());
     }
 }
 
@@ -121,18 +125,21 @@ fn smollm2_fused_products_give_the_dense_logits_and_never_decode_a_matrix() {
     let want_logits = logits_of(&dense, &store, &device, &PROMPT);
     let want = run(&dense, &store, &PROMPT, 6).tokens;
     drop(dense);
-    for label in ["none", "per-forward"] {
+    for (label, form) in [("none", FusedForm::Fast), ("per-forward", FusedForm::Fast), ("none", FusedForm::Coded)] {
         let store = Store::open(&path).unwrap();
-        let cfg = Config::new(policy(label, 0)).residency(Residency::Host).fused(FusedMode::On);
+        let cfg = Config::new(policy(label, 0)).residency(Residency::Host).fused(FusedMode::On).fused_form(form);
         let (model, _) = offload::attach(&store, &device, cfg).unwrap();
-        // The fast form decodes to the dense values and both paths sum in the same order on the
-        // CPU path: the logits are the dense ones bit for bit.
+        let label = format!("{label} {}", form.name());
+        // The fast form and the coded tiles decode to the dense values and every path sums in
+        // the same order on the CPU path: the logits are the dense ones bit for bit.
         assert!(logits_of(&model, &store, &device, &PROMPT) == want_logits, "{label}: fused logits differ from dense");
         store.reset_stats();
         assert_eq!(run(&model, &store, &PROMPT, 6).tokens, want, "{label}: fused tokens");
         let s = store.stats();
         let matrices: Vec<_> = s.weights.iter().filter(|w| w.form != "entropy").collect();
-        assert!(matrices.len() >= 210, "{label}: every matrix is kept in its fast form ({} are)", matrices.len());
+        assert!(matrices.len() >= 210, "{label}: every matrix is kept for fused products ({} are)", matrices.len());
+        let coded = matrices.iter().filter(|w| w.form == "entropy-coded").count();
+        assert_eq!(coded == matrices.len(), form == FusedForm::Coded, "{label}: {coded} entropy-coded");
         for w in &matrices {
             assert_eq!(w.decodes, 0, "{label}: {} was decoded", w.tensor);
             assert!(w.fused_calls > 0, "{label}: {} never ran fused", w.tensor);

@@ -29,6 +29,11 @@ pub struct Options {
     /// one.
     #[arg(long)]
     pub budget: Option<String>,
+    /// What the fused products read: fast (a resident form transcoded at load, ≈ 12 bits per
+    /// lossless weight, fastest) or coded (the entropy-coded tiles as stored, ≈ 10.6 bits, each
+    /// product decodes them: the least memory, for many models on one machine; CPU path).
+    #[arg(long, default_value = "fast", value_parser = ["fast", "coded"])]
+    pub form: String,
     /// auto: a hardware GPU through Vulkan if there is one, else the CPU.
     #[arg(long, default_value = "auto", value_parser = ["auto", "vulkan", "cpu"])]
     pub device: String,

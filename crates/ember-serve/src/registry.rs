@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
-use ember::{Cache, Config, Store};
+use ember::{Cache, Config, FusedForm, Store};
 use ember_gguf::Tokenizer;
 use ember_llama::offload;
 
@@ -129,10 +129,11 @@ pub fn load(options: &Options) -> Result<Registry> {
         let (dev, cache_for_worker, tok, m) =
             (device.clone(), cache.clone(), Arc::clone(&tokenizer), Arc::clone(&metrics));
         let max_batch = options.max_batch;
+        let form: FusedForm = options.form.parse()?;
         let thread_name = format!("ember-serve:{name}");
         let model_name = name.clone();
         let worker = std::thread::Builder::new().name(thread_name).spawn(move || {
-            let attached = offload::attach(&store, &dev, Config::with_cache(cache_for_worker));
+            let attached = offload::attach(&store, &dev, Config::with_cache(cache_for_worker).fused_form(form));
             let (model, config) = match attached {
                 Ok(a) => a,
                 Err(e) => {

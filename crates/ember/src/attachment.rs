@@ -140,7 +140,7 @@ impl Attachment {
                 scheme: w.scheme.clone(),
                 decoded_bytes: w.decoded_bytes,
                 compressed_bytes: w.compressed_bytes,
-                form: w.fused().map_or("entropy", |f| f.form_name()).to_string(),
+                form: w.fused_weight().map_or("entropy", |f| f.form_name()).to_string(),
                 ..Default::default()
             })
             .collect();
@@ -200,7 +200,7 @@ impl Attachment {
         bias: Option<&Tensor<1>>,
         orientation: Orientation,
     ) -> Option<Tensor<2>> {
-        let f = self.weights[index].fused()?;
+        let f = self.weights[index].fused_weight()?;
         let m = x.dims()[0];
         let run = match self.fused {
             FusedMode::Off => false,
@@ -226,7 +226,7 @@ impl Attachment {
         if self.fused == FusedMode::Off || w.transpose {
             return None;
         }
-        let rows = w.fused()?.rows(ids)?;
+        let rows = w.fused_weight()?.rows(ids)?;
         lock(&self.counters)[index].fused_calls += 1;
         Some(rows)
     }

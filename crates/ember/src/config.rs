@@ -86,6 +86,48 @@ impl FromStr for FusedMode {
     }
 }
 
+/// Which form the fused products read (when [`FusedMode`] is not `Off`).
+///
+/// | form | lossless BF16 | int8 | products |
+/// |---|---|---|---|
+/// | [`FusedForm::Fast`] | ≈ 12 bits/weight, transcoded at attach | 8 bits + scales | at memory speed |
+/// | [`FusedForm::Coded`] | the container's ≈ 10.6 bits, nothing transcoded | its 5–6 bits | a rANS decode per weight, per product |
+///
+/// `Coded` is for memory first — several models on one machine, each idling at its file size;
+/// batched products amortise its decode over the rows. It runs fused on the CPU path; on a GPU
+/// its products decode, then multiply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FusedForm {
+    /// The fast resident form (`ember_kernels::fused::form`).
+    #[default]
+    Fast,
+    /// The entropy-coded tiles themselves, decoded a tile at a time inside each product
+    /// (`ember_kernels::fused::coded`).
+    Coded,
+}
+
+impl FusedForm {
+    /// Lower-case name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FusedForm::Fast => "fast",
+            FusedForm::Coded => "coded",
+        }
+    }
+}
+
+impl FromStr for FusedForm {
+    type Err = EmberError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fast" => Ok(FusedForm::Fast),
+            "coded" => Ok(FusedForm::Coded),
+            _ => Err(EmberError::UnknownFusedForm(s.to_string())),
+        }
+    }
+}
+
 /// Which of the mapped weights stay compressed; the others are decoded once at attach and kept
 /// dense. Small tensors (norms, biases) gain nothing from compression and cost a decode each.
 #[derive(Clone, Debug, Default)]
@@ -158,6 +200,8 @@ pub struct Config {
     pub sync_timing: bool,
     /// Fused products of compressed weights (default [`FusedMode::Auto`]).
     pub fused: FusedMode,
+    /// The form fused products read (default [`FusedForm::Fast`]).
+    pub fused_form: FusedForm,
     /// The largest single buffer a weight may need (its decoded f32 tensor or its compressed
     /// words), below the device's own limit: attach refuses a larger weight, naming it. `None`
     /// (default): the device's limit alone. Lower it to rehearse a smaller GPU.
@@ -183,6 +227,7 @@ impl Config {
             allow_missing: false,
             sync_timing: false,
             fused: FusedMode::Auto,
+            fused_form: FusedForm::Fast,
             max_buffer_bytes: None,
         }
     }
@@ -226,6 +271,12 @@ impl Config {
     /// Sets the fused mode (see [`FusedMode`]).
     pub fn fused(mut self, mode: FusedMode) -> Self {
         self.fused = mode;
+        self
+    }
+
+    /// Sets the form fused products read (see [`FusedForm`]).
+    pub fn fused_form(mut self, form: FusedForm) -> Self {
+        self.fused_form = form;
         self
     }
 

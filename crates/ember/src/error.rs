@@ -102,6 +102,9 @@ pub enum EmberError {
     /// A fused mode that is not known.
     #[error("unknown fused mode `{0}` (expected auto, on or off)")]
     UnknownFusedMode(String),
+    /// A fused form that is not known.
+    #[error("unknown fused form `{0}` (expected fast or coded)")]
+    UnknownFusedForm(String),
     /// A selection pattern that does not compile.
     #[error("invalid selection pattern: {0}")]
     BadPattern(#[from] regex::Error),

@@ -45,7 +45,7 @@ mod store;
 mod weight;
 
 pub use cache::{Cache, PassGuard};
-pub use config::{parse_bytes, Config, FusedMode, Residency, Selection};
+pub use config::{parse_bytes, Config, FusedForm, FusedMode, Residency, Selection};
 pub use error::{EmberError, Result};
 pub use meter::{MemoryReading, Meter, MeterSource};
 pub use names::{NameMap, Target};

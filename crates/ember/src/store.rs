@@ -11,12 +11,14 @@ use ember_kernels::batch::{largest_buffer_bytes, DecodeBatch, KernelScheme};
 
 use crate::attachment::Attachment;
 use crate::cache::{Cache, PassGuard};
-use crate::config::{Config, FusedMode, Residency};
+use crate::config::{Config, FusedForm, FusedMode, Residency};
 use crate::error::{EmberError, Result};
 use crate::hook::{list_params, Attacher, Plan};
 use crate::stats::{DeviceMemory, Stats};
 use crate::weight::Weight;
+use ember_kernels::fused::coded::CodedTiles;
 use ember_kernels::fused::form::FastWeight;
+use ember_kernels::fused::op::FusedWeight;
 use rayon::prelude::*;
 
 /// An opened `.ember` container whose weights can back a model's parameters.
@@ -187,21 +189,31 @@ impl Store {
 
         // With fusion, compressed matrices are kept in their fast form (transcoded here, in
         // parallel: it is one CPU decode of each weight) instead of their entropy-coded tiles.
-        let fast: Vec<Option<FastWeight>> = matched
+        // With `FusedForm::Coded` on the CPU path they stay entropy-coded, in the mapped file,
+        // and every tile is decoded once here to check it.
+        let fast: Vec<Option<FusedWeight>> = matched
             .par_iter()
             .zip(&selected)
             .map(|(m, keep)| {
                 let fuse = *keep && config.fused != FusedMode::Off && m.entry.shape.len() == 2;
-                fuse.then(|| FastWeight::from_container(&self.file, m.entry)).transpose()
+                if !fuse {
+                    return Ok(None);
+                }
+                if config.fused_form == FusedForm::Coded && ember_kernels::op::is_host(&m.device) {
+                    let tiles = CodedTiles::new(Arc::clone(&self.file), m.entry)?;
+                    return Ok(Some(FusedWeight::coded(tiles, &m.device)));
+                }
+                let form = FastWeight::from_container(&self.file, m.entry)?;
+                Ok(Some(FusedWeight::new(form, &m.device, config.residency == Residency::Device)))
             })
-            .collect::<std::result::Result<_, _>>()?;
+            .collect::<std::result::Result<_, ember_kernels::KernelError>>()?;
         let mut weights = Vec::new();
         let mut plans = HashMap::new();
         let mut dense = (0usize, 0u64);
         for ((m, keep), fast) in matched.iter().zip(&selected).zip(fast) {
-            if let Some(form) = fast {
+            if let Some(fused) = fast {
                 plans.insert(m.param.clone(), Plan::Compressed(weights.len()));
-                weights.push(Weight::fast(form, config.residency, &m.device, m.param.clone(), m.entry, m.transpose));
+                weights.push(Weight::fused(fused, &m.device, m.param.clone(), m.entry, m.transpose));
                 continue;
             }
             let batch = DecodeBatch::new(&self.file, &[m.entry])?;
@@ -216,8 +228,9 @@ impl Store {
                 plans.insert(m.param.clone(), Plan::Dense(Box::new((w, flat))));
             }
         }
-        // Every tile is now copied into a batch or transcoded into a fast form: the container's
-        // mapped pages of these tensors would only count towards the resident set.
+        // Every tile is now copied into a batch, transcoded into a fast form or checked: the
+        // container's mapped pages of these tensors would only count towards the resident set
+        // (entropy-coded weights map theirs again at their first product).
         for m in &matched {
             self.file.release_pages(m.entry, 0..m.entry.tiles.len());
         }

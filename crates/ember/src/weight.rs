@@ -3,7 +3,6 @@
 
 use burn::tensor::{Device, Tensor};
 use ember_kernels::batch::DecodeBatch;
-use ember_kernels::fused::form::FastWeight;
 use ember_kernels::fused::op::FusedWeight;
 use ember_kernels::op::{decode_batch, validate_batch, UploadedBatch};
 use ember_kernels::KernelError;
@@ -16,8 +15,8 @@ pub(crate) enum Source {
     Host(DecodeBatch),
     /// Uploaded once.
     Device(Box<UploadedBatch>),
-    /// The fast form the fused kernels multiply from (host RAM on the CPU path, device memory
-    /// on a GPU); decodes come from it too.
+    /// The form the fused kernels multiply from (a fast form in host RAM on the CPU path or
+    /// device memory on a GPU, or the entropy-coded tiles); decodes come from it too.
     Fast(Box<FusedWeight>),
 }
 
@@ -68,16 +67,15 @@ impl Weight {
         Ok(Self::with_source(source, compressed_bytes, device, param, entry, transpose))
     }
 
-    /// A weight kept in its fast form (fused products; decodes come from the same form).
-    pub(crate) fn fast(
-        form: FastWeight,
-        residency: Residency,
+    /// A weight kept for fused products (its fast form, or its entropy-coded tiles); decodes
+    /// come from the same form.
+    pub(crate) fn fused(
+        fused: FusedWeight,
         device: &Device,
         param: String,
         entry: &ember_codec::TensorEntry,
         transpose: bool,
     ) -> Self {
-        let fused = FusedWeight::new(form, device, residency == Residency::Device);
         let bytes = fused.resident_bytes();
         Self::with_source(Source::Fast(Box::new(fused)), bytes, device, param, entry, transpose)
     }
@@ -121,7 +119,7 @@ impl Weight {
     }
 
     /// The fused form, where the weight is kept in one.
-    pub(crate) fn fused(&self) -> Option<&FusedWeight> {
+    pub(crate) fn fused_weight(&self) -> Option<&FusedWeight> {
         match &self.source {
             Source::Fast(f) => Some(f),
             _ => None,

@@ -45,7 +45,7 @@ pub enum CpuPath {
     Best,
 }
 
-fn simd_ok(path: CpuPath) -> bool {
+pub(crate) fn simd_ok(path: CpuPath) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         path == CpuPath::Best
@@ -311,7 +311,7 @@ fn dot(a: &[f32], b: &[f32], simd: bool) -> f32 {
 /// `x`: with AVX2, eight (then four) rows at a time, so each decoded weight is loaded once per
 /// group of rows instead of once per row.
 #[inline]
-fn dots_into(y: &mut [f32], values: &[f32], x: &[f32], cols: usize, c: usize, simd: bool) {
+pub(crate) fn dots_into(y: &mut [f32], values: &[f32], x: &[f32], cols: usize, c: usize, simd: bool) {
     let (m, len) = (y.len(), values.len());
     assert!(m == 0 || x.len() >= (m - 1) * cols + c + len, "activations are m × cols");
     let mut i = 0;
@@ -338,7 +338,7 @@ fn dots_into(y: &mut [f32], values: &[f32], x: &[f32], cols: usize, c: usize, si
 
 /// `y[k] += s·a[k]`.
 #[inline]
-fn axpy(y: &mut [f32], s: f32, a: &[f32], simd: bool) {
+pub(crate) fn axpy(y: &mut [f32], s: f32, a: &[f32], simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: as in `dot`.

@@ -30,6 +30,7 @@ use ember_codec::schemes::{QuantKind, Scheme};
 use ember_codec::tile::{read_coded_tile, rows_cols};
 use ember_codec::{Container, TensorEntry};
 
+use super::coded::for_each_row_piece;
 use crate::error::KernelError;
 
 /// Row stride alignment of packed forms, in elements.
@@ -113,39 +114,43 @@ impl FastWeight {
         let padded = rows.checked_mul(stride).ok_or_else(|| bad("too many elements".into()))?;
         let codes = match (&entry.scheme, entry.dtype) {
             (Scheme::Int8 { .. } | Scheme::Int4 { .. }, _) => {
-                let symbols = decode_symbols(file, entry).map_err(bad)?;
                 let scales = file.scales_bytes(entry)?;
-                quant_form(entry, &symbols, scales, rows, cols, stride).map_err(bad)?
+                quant_form(file, entry, scales, rows, cols, stride).map_err(bad)?
             }
-            (_, Dtype::BF16 | Dtype::F16 | Dtype::F32) => {
-                let values = file.decode(entry)?.data;
-                match entry.dtype {
-                    Dtype::F32 => {
-                        let mut v = vec![0f32; padded];
-                        for (r, row) in values.chunks_exact(4 * cols.max(1)).enumerate().take(rows) {
-                            for (o, b) in v[r * stride..].iter_mut().zip(row.chunks_exact(4)) {
+            (_, Dtype::BF16) if matches!(entry.scheme, Scheme::Lossless { .. }) => {
+                bf16_rank_form(file, entry, rows, cols, stride)?
+            }
+            (_, dtype @ (Dtype::BF16 | Dtype::F16 | Dtype::F32)) => {
+                let size = dtype.size();
+                if dtype == Dtype::F32 {
+                    let mut v = vec![0f32; padded];
+                    for_each_tile(file, entry, |start, bytes| {
+                        for_each_row_piece(start, bytes.len() / size, cols, |r, c, k, n| {
+                            for (o, b) in v[r * stride + c..r * stride + c + n]
+                                .iter_mut()
+                                .zip(bytes[4 * k..4 * (k + n)].chunks_exact(4))
+                            {
                                 *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                             }
-                        }
-                        FastCodes::F32(v)
-                    }
-                    Dtype::BF16 if matches!(entry.scheme, Scheme::Lossless { .. }) => {
-                        // Straight from the decoded bytes: no padded 16-bit copy of the whole
-                        // matrix next to them (for Gemma 3's embedding that copy is 336 MB).
-                        bf16_rank_form(&values, rows, cols, stride)
-                    }
-                    dtype => {
-                        let mut v = vec![0u16; padded];
-                        for (r, row) in values.chunks_exact(2 * cols.max(1)).enumerate().take(rows) {
-                            for (o, b) in v[r * stride..].iter_mut().zip(row.chunks_exact(2)) {
+                        });
+                    })?;
+                    FastCodes::F32(v)
+                } else {
+                    let mut v = vec![0u16; padded];
+                    for_each_tile(file, entry, |start, bytes| {
+                        for_each_row_piece(start, bytes.len() / size, cols, |r, c, k, n| {
+                            for (o, b) in v[r * stride + c..r * stride + c + n]
+                                .iter_mut()
+                                .zip(bytes[2 * k..2 * (k + n)].chunks_exact(2))
+                            {
                                 *o = u16::from_le_bytes([b[0], b[1]]);
                             }
-                        }
-                        if dtype == Dtype::BF16 {
-                            FastCodes::Bf16(v)
-                        } else {
-                            FastCodes::F16(v)
-                        }
+                        });
+                    })?;
+                    if dtype == Dtype::BF16 {
+                        FastCodes::Bf16(v)
+                    } else {
+                        FastCodes::F16(v)
                     }
                 }
             }
@@ -212,27 +217,35 @@ impl FastWeight {
     }
 }
 
-/// The rANS symbols of every element of a quantised tensor, in element order.
-fn decode_symbols(file: &Container, entry: &TensorEntry) -> Result<Vec<u8>, String> {
-    let coder = entry.scheme.coder().ok_or("not a coded tensor")?;
-    let table = entry.frequency_table()?.ok_or("no frequency table")?.decode_table();
-    let n = usize::try_from(entry.elements()).map_err(|_| "too many elements")?;
-    let mut symbols = vec![0u8; n];
+/// Decodes tensor `entry` one tile at a time into a reused tile-sized buffer and hands each
+/// tile's decoded bytes to `f` with the index of its first element, in tile order.
+///
+/// Transcoding never holds a whole decoded tensor: for Gemma 3's tied embedding that would be
+/// 336 MB next to its 170 MB form, and the allocator keeps such a freed block long after.
+fn for_each_tile(file: &Container, entry: &TensorEntry, mut f: impl FnMut(usize, &[u8])) -> Result<(), KernelError> {
+    let dec = file.decoder(entry)?;
+    let size = entry.decoded_dtype().size();
+    let (mut out, mut scratch) = (Vec::new(), Vec::new());
     for (i, t) in entry.tiles.iter().enumerate() {
-        let payload = file.tile_bytes(entry, i).map_err(|e| e.to_string())?;
-        let tile = read_coded_tile(payload, coder.lanes as usize, 0, coder.lane_table)
-            .map_err(|e| format!("tile {i}: {e}"))?;
-        let (s, c) = (t.start as usize, t.count as usize);
-        let out = symbols.get_mut(s..s + c).ok_or_else(|| format!("tile {i} outside the tensor"))?;
-        decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &table, LaneOutput::Symbols(out))
-            .map_err(|e| format!("tile {i}: {e}"))?;
+        if t.start.checked_add(t.count).is_none_or(|end| end > entry.elements()) {
+            return Err(KernelError::Tensor {
+                path: file.path().display().to_string(),
+                tensor: entry.name.clone(),
+                reason: format!("tile {i} lies outside the tensor"),
+            });
+        }
+        out.resize(t.count as usize * size, 0);
+        dec.decode_tile(i, &mut out, &mut scratch)?;
+        f(t.start as usize, &out);
     }
-    Ok(symbols)
+    Ok(())
 }
 
+/// The codes and scales of a quantised tensor, its rANS symbols decoded tile by tile straight
+/// into the packed layout.
 fn quant_form(
+    file: &Container,
     entry: &TensorEntry,
-    symbols: &[u8],
     scales: &[u8],
     rows: usize,
     cols: usize,
@@ -243,44 +256,70 @@ fn quant_form(
     if scales.len() != expected {
         return Err(format!("{} bytes of scales, expected {expected}", scales.len()));
     }
+    let n = usize::try_from(entry.elements()).map_err(|_| "too many elements")?;
+    let coder = entry.scheme.coder().ok_or("not a coded tensor")?;
+    let table = entry.frequency_table()?.ok_or("no frequency table")?.decode_table();
+    let int4 = kind.is_int4();
+    let mut packed = if int4 { vec![0u8; rows * stride / 2] } else { Vec::new() };
+    let mut codes = if int4 { Vec::new() } else { vec![0i8; rows * stride] };
+    let mut symbols = Vec::new();
+    for (i, t) in entry.tiles.iter().enumerate() {
+        let payload = file.tile_bytes(entry, i).map_err(|e| e.to_string())?;
+        let tile = read_coded_tile(payload, coder.lanes as usize, 0, coder.lane_table)
+            .map_err(|e| format!("tile {i}: {e}"))?;
+        let (s, c) = (t.start as usize, t.count as usize);
+        if s.checked_add(c).is_none_or(|end| end > n) {
+            return Err(format!("tile {i} outside the tensor"));
+        }
+        symbols.resize(c, 0);
+        decode_lanes(&tile.states, &tile.lane_ends, &tile.words, &table, LaneOutput::Symbols(&mut symbols))
+            .map_err(|e| format!("tile {i}: {e}"))?;
+        for_each_row_piece(s, c, cols, |r, col, k, len| {
+            let run = &symbols[k..k + len];
+            if int4 {
+                for (j, &sym) in run.iter().enumerate() {
+                    let e = r * stride + col + j;
+                    packed[e / 2] |= (sym & 0xf) << (4 * (e % 2));
+                }
+            } else {
+                for (o, &sym) in codes[r * stride + col..r * stride + col + len].iter_mut().zip(run) {
+                    *o = sym as i8;
+                }
+            }
+        });
+    }
     // Every block's scale (and minimum) widened to f32 once, whatever the side data's layout.
     let block = kind.block().unwrap_or(cols).max(1);
     let blocks = if kind.block().is_some() { rows * cols.div_ceil(block) } else { rows };
     let scale_min: Vec<(f32, f32)> = (0..blocks).map(|b| kind.block_scale(scales, b)).collect();
     let block_scales = || scale_min.iter().map(|s| s.0).collect::<Vec<f32>>();
-    Ok(if kind.is_int4() {
-        let mut packed = vec![0u8; rows * stride / 2];
-        for r in 0..rows {
-            for (c, &s) in symbols[r * cols..(r + 1) * cols].iter().enumerate() {
-                let i = r * stride + c;
-                packed[i / 2] |= (s & 0xf) << (4 * (i % 2));
-            }
-        }
+    Ok(if int4 {
         let mins = matches!(kind, QuantKind::Int4Asymmetric { .. } | QuantKind::Int4Super { .. })
             .then(|| scale_min.iter().map(|s| s.1).collect());
         FastCodes::Int4 { packed, block, scales: block_scales(), mins }
     } else {
-        let mut codes = vec![0i8; rows * stride];
-        for r in 0..rows {
-            for (o, &s) in codes[r * stride..r * stride + cols].iter_mut().zip(&symbols[r * cols..(r + 1) * cols]) {
-                *o = s as i8;
-            }
-        }
         FastCodes::Int8 { codes, block, scales: block_scales() }
     })
 }
 
-/// Transcodes a row-major `rows × cols` matrix of little-endian BF16 values into the rank form
-/// (rows `stride` elements apart).
-fn bf16_rank_form(values: &[u8], rows: usize, cols: usize, stride: usize) -> FastCodes {
-    let row =
-        |r: usize| values[2 * r * cols..2 * (r + 1) * cols].chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+/// Transcodes a lossless BF16 tensor into the rank form (rows `stride` elements apart), in two
+/// passes over its tiles: the exponent counts that pick the ranks, then the codes. Decoding
+/// twice costs a few hundred milliseconds per GB; holding the decoded tensor instead would
+/// cost its whole size in memory.
+fn bf16_rank_form(
+    file: &Container,
+    entry: &TensorEntry,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+) -> Result<FastCodes, KernelError> {
+    let bits = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
     let mut counts = [0u64; 256];
-    for r in 0..rows {
-        for b in row(r) {
-            counts[((b >> 7) & 0xff) as usize] += 1;
+    for_each_tile(file, entry, |_, bytes| {
+        for b in bytes.chunks_exact(2) {
+            counts[((bits(b) >> 7) & 0xff) as usize] += 1;
         }
-    }
+    })?;
     let mut order: Vec<usize> = (0..256).filter(|&e| counts[e] > 0).collect();
     order.sort_by_key(|&e| (std::cmp::Reverse(counts[e]), e));
     order.truncate(RANKS);
@@ -293,20 +332,27 @@ fn bf16_rank_form(values: &[u8], rows: usize, cols: usize, stride: usize) -> Fas
     let mut ranks = vec![0u8; rows * stride / 2];
     let mut low = vec![0u8; rows * stride];
     let mut escapes = Vec::new();
-    let mut row_escapes = Vec::with_capacity(rows + 1);
-    row_escapes.push(0u32);
-    for r in 0..rows {
-        for (c, b) in row(r).enumerate() {
-            let i = r * stride + c;
-            let rank = rank_of[((b >> 7) & 0xff) as usize];
-            if rank as usize == RANKS {
-                escapes.push((c as u32, b));
-            } else {
-                low[i] = ((b >> 8) & 0x80) as u8 | (b & 0x7f) as u8;
+    // Rows in order, tiles in element order: escapes come out sorted by row then column.
+    let mut row_escapes = vec![0u32; rows + 1];
+    for_each_tile(file, entry, |start, bytes| {
+        for_each_row_piece(start, bytes.len() / 2, cols, |r, c, k, n| {
+            for (j, b) in bytes[2 * k..2 * (k + n)].chunks_exact(2).enumerate() {
+                let b = bits(b);
+                let i = r * stride + c + j;
+                let rank = rank_of[((b >> 7) & 0xff) as usize];
+                if rank as usize == RANKS {
+                    escapes.push(((c + j) as u32, b));
+                } else {
+                    low[i] = ((b >> 8) & 0x80) as u8 | (b & 0x7f) as u8;
+                }
+                ranks[i / 2] |= rank << (4 * (i % 2));
             }
-            ranks[i / 2] |= rank << (4 * (i % 2));
-        }
-        row_escapes.push(escapes.len() as u32);
+            row_escapes[r + 1] = escapes.len() as u32;
+        });
+    })?;
+    // Rows without escapes after the last one that had some end where their predecessor did.
+    for r in 1..=rows {
+        row_escapes[r] = row_escapes[r].max(row_escapes[r - 1]);
     }
-    FastCodes::Bf16Rank { exponents, ranks, low, escapes, row_escapes }
+    Ok(FastCodes::Bf16Rank { exponents, ranks, low, escapes, row_escapes })
 }

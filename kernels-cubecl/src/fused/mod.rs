@@ -2,7 +2,8 @@
 //! activation rows of batch-1 generation, without ever writing the decoded weight.
 //!
 //! The path, one module each: [`form`] (the fast resident form, transcoded once from the
-//! entropy-coded tiles) → [`cpu`] (the SIMD kernels of the CPU path, which also multiply dense
+//! entropy-coded tiles) or [`coded`] (the entropy-coded tiles themselves, decoded a tile at a
+//! time inside each product: smaller, slower) → [`cpu`] (the SIMD kernels of the CPU path, which also multiply dense
 //! f32 weights in any layout without repacking them) → [`op`] (the Burn entry points: the
 //! fused linear and the dense matmul, on the CPU path and on CubeCL devices).
 //!
@@ -13,6 +14,7 @@
 //! assert_eq!(matmul_wt(&w, &[1.0, 1.0], 1, None, CpuPath::Best), vec![3.0, 7.0]);
 //! ```
 
+pub mod coded;
 pub mod cpu;
 pub mod form;
 pub mod op;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+use super::coded::CodedTiles;
 use super::cpu::{matmul_w, matmul_wt, CpuPath};
 use super::form::FastWeight;
 
@@ -32,6 +33,8 @@ enum Resident {
     /// Device memory (no host copy is kept).
     #[cfg(feature = "wgpu")]
     Device(Box<gpu::UploadedForm>),
+    /// No fast form: the entropy-coded tiles, decoded a tile at a time inside each product.
+    Coded(Arc<CodedTiles>),
 }
 
 /// A weight in its fast form, resident where its products run.
@@ -80,6 +83,19 @@ impl FusedWeight {
         Self { resident, rows, cols, form_name, device: device.clone() }
     }
 
+    /// Multiplies straight from `tiles`, the smallest form (see [`super::coded`]). On the CPU
+    /// path the products are fused; on a GPU they decode, then multiply.
+    pub fn coded(tiles: CodedTiles, device: &Device) -> Self {
+        let (rows, cols) = tiles.shape();
+        Self {
+            resident: Resident::Coded(Arc::new(tiles)),
+            rows,
+            cols,
+            form_name: "entropy-coded",
+            device: device.clone(),
+        }
+    }
+
     /// Stored rows and columns.
     pub fn shape(&self) -> (usize, usize) {
         (self.rows, self.cols)
@@ -96,12 +112,13 @@ impl FusedWeight {
             Resident::Host(f) => f.resident_bytes(),
             #[cfg(feature = "wgpu")]
             Resident::Device(up) => up.bytes(),
+            Resident::Coded(t) => t.compressed_bytes(),
         }
     }
 
     /// Whether the form lives in device memory.
     pub fn on_device(&self) -> bool {
-        !matches!(self.resident, Resident::Host(_))
+        matches!(self.resident, Resident::Device(_))
     }
 
     /// Whether [`FusedWeight::linear`] runs without decoding the weight for `m` activation rows
@@ -109,7 +126,9 @@ impl FusedWeight {
     /// `kernel::MAX_M` rows, and otherwise decode, then multiply).
     pub fn fuses(&self, orientation: Orientation, m: usize) -> bool {
         crate::op::is_host(&self.device)
-            || (orientation == Orientation::RowsAreOutputs && GPU_MAX_M.is_some_and(|max| m <= max))
+            || (orientation == Orientation::RowsAreOutputs
+                && !matches!(self.resident, Resident::Coded(_))
+                && GPU_MAX_M.is_some_and(|max| m <= max))
     }
 
     /// `y = x·Wᵀ` (or `x·W`, by `orientation`) `+ bias`, for `x` `[m, in]`. Where
@@ -124,14 +143,23 @@ impl FusedWeight {
             Orientation::RowsAreInputs => (self.rows, self.cols),
         };
         assert_eq!(k, inputs, "fused linear: x has {k} columns, the weight takes {inputs}");
-        if let (Resident::Host(form), true) = (&self.resident, crate::op::is_host(&self.device)) {
-            let xs = host_f32(x);
-            let bias = bias.map(host_f32);
-            let y = match orientation {
-                Orientation::RowsAreOutputs => matmul_wt(&**form, &xs, m, bias.as_deref(), CpuPath::Best),
-                Orientation::RowsAreInputs => matmul_w(&**form, &xs, m, bias.as_deref(), CpuPath::Best),
+        if crate::op::is_host(&self.device) {
+            let xs = host_f32(x.clone());
+            let bias = bias.clone().map(host_f32);
+            let y = match (&self.resident, orientation) {
+                (Resident::Host(form), Orientation::RowsAreOutputs) => {
+                    Some(matmul_wt(&**form, &xs, m, bias.as_deref(), CpuPath::Best))
+                }
+                (Resident::Host(form), Orientation::RowsAreInputs) => {
+                    Some(matmul_w(&**form, &xs, m, bias.as_deref(), CpuPath::Best))
+                }
+                (Resident::Coded(t), _) => Some(t.matmul(&xs, m, bias.as_deref(), orientation, CpuPath::Best)),
+                #[cfg(feature = "wgpu")]
+                (Resident::Device(_), _) => None,
             };
-            return Tensor::from_data(TensorData::new(y, [m, outputs]), &self.device);
+            if let Some(y) = y {
+                return Tensor::from_data(TensorData::new(y, [m, outputs]), &self.device);
+            }
         }
         #[cfg(feature = "wgpu")]
         {
@@ -149,6 +177,14 @@ impl FusedWeight {
             match &self.resident {
                 Resident::Device(up) => with(up),
                 Resident::Host(form) => with(&gpu::UploadedForm::new(form, &self.device)),
+                Resident::Coded(_) => {
+                    let w = self.decode();
+                    let w = match orientation {
+                        Orientation::RowsAreOutputs => w.transpose(),
+                        Orientation::RowsAreInputs => w,
+                    };
+                    add_bias(x.matmul(w), bias)
+                }
             }
         }
         #[cfg(not(feature = "wgpu"))]
@@ -175,6 +211,10 @@ impl FusedWeight {
                 }
                 Some(Tensor::from_data(TensorData::new(out, [ids.len(), cols]), &self.device))
             }
+            Resident::Coded(t) => {
+                let out = t.select_rows(ids)?;
+                Some(Tensor::from_data(TensorData::new(out, [ids.len(), cols]), &self.device))
+            }
             #[cfg(feature = "wgpu")]
             Resident::Device(_) => {
                 let ids: Vec<i32> = ids.iter().map(|&r| r as i32).collect();
@@ -198,6 +238,10 @@ impl FusedWeight {
             }
             #[cfg(feature = "wgpu")]
             Resident::Device(up) => up.decode(),
+            Resident::Coded(t) => {
+                Tensor::<1>::from_data(TensorData::new(t.decode_f32(), [self.rows * self.cols]), &self.device)
+                    .reshape([self.rows, self.cols])
+            }
         }
     }
 }

@@ -1,0 +1,282 @@
+//! Fused products straight from a weight's entropy-coded tiles: the smallest resident form.
+//!
+//! The fast form ([`super::form`]) costs about 12 bits per lossless BF16 weight (8 per int8
+//! code) on top of nothing else; the entropy-coded tiles cost what the container stores (about
+//! 10.6 bits per lossless BF16 weight, 5–6 per int8 code) and are already mapped from the file.
+//! Serving several models on one machine, that difference decides whether they fit: the
+//! products here decode one tile at a time (128 Ki elements by default) into a buffer that stays
+//! in the core's L2 cache, multiply it into every activation row, and move on, so no decoded
+//! weight is ever allocated and nothing is transcoded at attach.
+//!
+//! The price is the rANS decode inside every product (about 1 ns per weight per core against a
+//! few tenths for the fast form); batching amortises it, since each tile is decoded once per
+//! product whatever the number of activation rows.
+
+use std::sync::Arc;
+
+use ember_codec::container::TensorDecoder;
+use ember_codec::{Container, Dtype, TensorEntry};
+use rayon::prelude::*;
+
+use super::cpu::{axpy, dots_into, simd_ok, CpuPath, SEG};
+use super::op::Orientation;
+use crate::error::KernelError;
+
+/// A matrix kept as the entropy-coded tiles of an opened container (CPU path).
+pub struct CodedTiles {
+    file: Arc<Container>,
+    entry: TensorEntry,
+    rows: usize,
+    cols: usize,
+}
+
+impl std::fmt::Debug for CodedTiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodedTiles")
+            .field("tensor", &self.entry.name)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+/// Reusable buffers of one thread: the tile's decoded bytes, the decoder's scratch, the values.
+#[derive(Default)]
+struct Scratch {
+    bytes: Vec<u8>,
+    decoder: Vec<u8>,
+    values: Vec<f32>,
+}
+
+impl CodedTiles {
+    /// Keeps tensor `entry` of `file` as its tiles, after decoding every tile once: a crafted
+    /// or damaged tile is an error here, naming the tensor and the tile, instead of a failure
+    /// inside a forward pass (where a parameter read cannot return an error).
+    pub fn new(file: Arc<Container>, entry: &TensorEntry) -> Result<Self, KernelError> {
+        let (rows, cols) = ember_codec::tile::rows_cols(&entry.shape);
+        let bad = |reason: String| KernelError::Tensor {
+            path: file.path().display().to_string(),
+            tensor: entry.name.clone(),
+            reason,
+        };
+        let (rows, cols) = (
+            usize::try_from(rows).map_err(|_| bad("too many rows".into()))?,
+            usize::try_from(cols).map_err(|_| bad("too many columns".into()))?,
+        );
+        if !matches!(entry.decoded_dtype(), Dtype::BF16 | Dtype::F16 | Dtype::F32) {
+            return Err(bad(format!("{} has no fused form", entry.decoded_dtype())));
+        }
+        let mut end = 0u64;
+        for (i, t) in entry.tiles.iter().enumerate() {
+            if t.start != end || t.count == 0 {
+                return Err(bad(format!("tile {i} does not follow tile {}", i.saturating_sub(1))));
+            }
+            end = t.start + t.count;
+        }
+        if end != entry.elements() {
+            return Err(bad(format!("the tiles cover {end} of {} elements", entry.elements())));
+        }
+        let tiles = Self { file, entry: entry.clone(), rows, cols };
+        let dec = tiles.file.decoder(&tiles.entry)?;
+        (0..entry.tiles.len()).into_par_iter().try_for_each_init(Scratch::default, |s, i| tiles.decode(&dec, i, s))?;
+        Ok(tiles)
+    }
+
+    /// Stored rows and columns.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Bytes of tiles, frequency table and scales: what the container maps for this weight.
+    pub fn compressed_bytes(&self) -> u64 {
+        self.entry.stored_bytes()
+    }
+
+    /// Decodes tile `i` into `s.values` (as f32).
+    fn decode(&self, dec: &TensorDecoder<'_>, i: usize, s: &mut Scratch) -> Result<(), KernelError> {
+        let dtype = self.entry.decoded_dtype();
+        let count = self.entry.tiles[i].count as usize;
+        s.bytes.resize(count * dtype.size(), 0);
+        dec.decode_tile(i, &mut s.bytes, &mut s.decoder)?;
+        s.values.clear();
+        match dtype {
+            Dtype::BF16 => s.values.extend(
+                s.bytes.chunks_exact(2).map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)),
+            ),
+            Dtype::F16 => s.values.extend(
+                s.bytes.chunks_exact(2).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+            ),
+            _ => s.values.extend(s.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        }
+        Ok(())
+    }
+
+    /// The decoder, which `new` already built once from the same entry.
+    fn decoder(&self) -> TensorDecoder<'_> {
+        match self.file.decoder(&self.entry) {
+            Ok(d) => d,
+            // `new` built this decoder from the same bytes: only a container changed underneath
+            // its mapping gets here, and a parameter read has no error to return.
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn decode_or_panic(&self, dec: &TensorDecoder<'_>, i: usize, s: &mut Scratch) {
+        if let Err(e) = self.decode(dec, i, s) {
+            // As in `decoder`: every tile decoded in `new`.
+            panic!("{e}");
+        }
+    }
+
+    /// `y = x·Wᵀ` (`RowsAreOutputs`, `x` `m × cols`) or `y = x·W` (`RowsAreInputs`, `x`
+    /// `m × rows`), `+ bias`, row-major `m × outputs`.
+    ///
+    /// # Panics
+    /// If `x` or `bias` have the wrong length (the callers derive them from the same shapes).
+    pub fn matmul(
+        &self,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        orientation: Orientation,
+        path: CpuPath,
+    ) -> Vec<f32> {
+        let (rows, cols) = (self.rows, self.cols);
+        let simd = simd_ok(path);
+        let dec = self.decoder();
+        let outputs = match orientation {
+            Orientation::RowsAreOutputs => rows,
+            Orientation::RowsAreInputs => cols,
+        };
+        let inputs = if orientation == Orientation::RowsAreOutputs { cols } else { rows };
+        assert_eq!(x.len(), m * inputs, "activations are m × {inputs}");
+        // `RowsAreOutputs` sums into `rows × m` (each stored row's `m` outputs side by side),
+        // `RowsAreInputs` into `m × cols`.
+        let tile = |(mut acc, mut s): (Vec<f32>, Scratch), i: usize| {
+            self.decode_or_panic(&dec, i, &mut s);
+            let t = self.entry.tiles[i];
+            for_each_row_piece(t.start as usize, t.count as usize, cols, |r, c, k, n| {
+                let values = &s.values[k..k + n];
+                match orientation {
+                    Orientation::RowsAreOutputs => {
+                        // In segments that start where the fast-form and dense kernels start
+                        // theirs (every `SEG` columns), so the sums run in their order.
+                        let y = &mut acc[r * m..(r + 1) * m];
+                        let mut j = 0;
+                        while j < n {
+                            let len = ((c + j) / SEG * SEG + SEG - (c + j)).min(n - j);
+                            dots_into(y, &values[j..j + len], x, cols, c + j, simd);
+                            j += len;
+                        }
+                    }
+                    Orientation::RowsAreInputs => {
+                        for i in 0..m {
+                            axpy(&mut acc[i * cols + c..i * cols + c + n], x[i * rows + r], values, simd);
+                        }
+                    }
+                }
+            });
+            (acc, s)
+        };
+        let tiles = self.entry.tiles.len();
+        let fresh = || (vec![0f32; m * outputs], Scratch::default());
+        let acc = if tiles < 2 || rayon::current_num_threads() == 1 {
+            (0..tiles).fold(fresh(), tile).0
+        } else {
+            (0..tiles)
+                .into_par_iter()
+                .fold(fresh, tile)
+                .map(|(acc, _)| acc)
+                .reduce_with(|mut a, b| {
+                    // A `+0.0` is an output the other part never touched: skipping it keeps a
+                    // `-0.0` sum as it is, so a product whose rows each lie in one tile is bit
+                    // for bit the serial one.
+                    a.iter_mut().zip(&b).for_each(|(a, &b)| {
+                        if b.to_bits() != 0 {
+                            *a = if a.to_bits() == 0 { b } else { *a + b };
+                        }
+                    });
+                    a
+                })
+                .unwrap_or_else(|| vec![0f32; m * outputs])
+        };
+        let mut y = match orientation {
+            Orientation::RowsAreOutputs => {
+                let mut y = vec![0f32; m * rows];
+                for r in 0..rows {
+                    for i in 0..m {
+                        y[i * rows + r] = acc[r * m + i];
+                    }
+                }
+                y
+            }
+            Orientation::RowsAreInputs => acc,
+        };
+        if let Some(b) = bias {
+            assert_eq!(b.len(), outputs, "one bias per output");
+            for row in y.chunks_mut(outputs.max(1)) {
+                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            }
+        }
+        y
+    }
+
+    /// Stored rows `ids` decoded to f32, row-major `ids.len() × cols` (an embedding lookup):
+    /// only the tiles holding them are decoded. `None` if an id is out of range.
+    pub fn select_rows(&self, ids: &[usize]) -> Option<Vec<f32>> {
+        if ids.iter().any(|&r| r >= self.rows) {
+            return None;
+        }
+        let cols = self.cols;
+        let dec = self.decoder();
+        let mut s = Scratch::default();
+        let mut held = None;
+        let mut out = vec![0f32; ids.len() * cols];
+        for (o, &r) in out.chunks_mut(cols.max(1)).zip(ids) {
+            let (first, last) = (r * cols, (r + 1) * cols);
+            let mut i = self.entry.tiles.partition_point(|t| t.start + t.count <= first as u64);
+            while let Some(t) = self.entry.tiles.get(i).filter(|t| (t.start as usize) < last) {
+                if held != Some(i) {
+                    self.decode_or_panic(&dec, i, &mut s);
+                    held = Some(i);
+                }
+                let (t0, t1) = (t.start as usize, (t.start + t.count) as usize);
+                let (a, b) = (first.max(t0), last.min(t1));
+                o[a - first..b - first].copy_from_slice(&s.values[a - t0..b - t0]);
+                i += 1;
+            }
+        }
+        Some(out)
+    }
+
+    /// The whole matrix decoded to row-major f32 (the fallback for large batches).
+    pub fn decode_f32(&self) -> Vec<f32> {
+        let dec = self.decoder();
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        let mut s = Scratch::default();
+        for i in 0..self.entry.tiles.len() {
+            self.decode_or_panic(&dec, i, &mut s);
+            out.extend_from_slice(&s.values);
+        }
+        out
+    }
+}
+
+/// Splits the `count` elements that start at element `start` of a row-major matrix with `cols`
+/// columns into pieces within one row: `f(row, first column, offset into the run, length)`.
+pub(crate) fn for_each_row_piece(
+    start: usize,
+    count: usize,
+    cols: usize,
+    mut f: impl FnMut(usize, usize, usize, usize),
+) {
+    let cols = cols.max(1);
+    let mut k = 0;
+    while k < count {
+        let e = start + k;
+        let (r, c) = (e / cols, e % cols);
+        let n = (cols - c).min(count - k);
+        f(r, c, k, n);
+        k += n;
+    }
+}
