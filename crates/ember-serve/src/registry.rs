@@ -71,6 +71,14 @@ pub struct Registry {
     pub workers: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// Whether two container paths name one file.
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Decoded (f32) bytes of every tensor of a container.
 fn decoded_sizes(store: &Store) -> impl Iterator<Item = (&str, u64)> {
     store.container().tensors().iter().map(|t| (t.name.as_str(), 4 * t.elements()))
@@ -87,8 +95,14 @@ pub fn load(options: &Options) -> Result<Registry> {
     for ModelSpec { name, path } in &specs {
         let container = ember_cli::model_cache::container_for(path.as_deref(), &options.scheme)
             .with_context(|| format!("model `{name}`"))?;
-        let store =
-            Store::open(&container).with_context(|| format!("model `{name}`: opening {}", container.display()))?;
+        // Names for one checkpoint share its mapping: its pages are resident once.
+        let same_file = |(_, c, _): &&(String, PathBuf, Store)| same_path(c, &container);
+        let store = match stores.iter().find(same_file) {
+            Some((_, _, first)) => first.share(),
+            None => {
+                Store::open(&container).with_context(|| format!("model `{name}`: opening {}", container.display()))?
+            }
+        };
         stores.push((name.clone(), container, store));
     }
 

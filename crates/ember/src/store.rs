@@ -52,7 +52,18 @@ impl Store {
 
     /// Wraps an opened (and verified) container.
     pub fn from_container(file: Container) -> Self {
-        Self { file: Arc::new(file), attachments: Arc::new(Mutex::new(Vec::new())), meter: Default::default() }
+        Self::from_shared(Arc::new(file))
+    }
+
+    /// A second store over the same opened container, for a second model with the same
+    /// weights (one checkpoint served under two names): its own attachments, statistics and
+    /// meter, but one mapping, so the container's pages are resident once, not once per model.
+    pub fn share(&self) -> Self {
+        Self::from_shared(Arc::clone(&self.file))
+    }
+
+    fn from_shared(file: Arc<Container>) -> Self {
+        Self { file, attachments: Arc::new(Mutex::new(Vec::new())), meter: Default::default() }
     }
 
     /// The container.

@@ -327,6 +327,26 @@ fn two_models_share_one_cache_budget() {
 }
 
 #[test]
+fn two_names_for_one_checkpoint_share_its_mapping_but_not_their_statistics() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_container(dir.path(), "a.ember", SchemeKind::Lossless, 1);
+    let first = Store::open(&path).unwrap();
+    let second = first.share();
+    assert!(std::ptr::eq(first.container(), second.container()), "one mapping for both");
+    let cache = Cache::new(PerForward);
+    let ma = first.attach(Mlp::new(&device), Config::with_cache(cache.clone()).names(torch_names())).unwrap();
+    let mb = second.attach(Mlp::new(&device), Config::with_cache(cache).names(torch_names())).unwrap();
+    let want = bits(dense(first.container(), &device).forward(input(&device)));
+    assert_eq!(bits(first.forward(|| ma.forward(input(&device)))), want);
+    assert_eq!(bits(first.forward(|| ma.forward(input(&device)))), want);
+    assert_eq!(bits(second.forward(|| mb.forward(input(&device)))), want);
+    let decodes = |s: &Store| s.stats().weights.iter().map(|w| w.decodes).sum::<u64>();
+    let (a, b) = (decodes(&first), decodes(&second));
+    assert!(a > 0 && a == 2 * b, "each store counts its own model's decodes: {a} and {b}");
+}
+
+#[test]
 fn an_idle_store_releases_its_decoded_weights_from_a_shared_cache() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
