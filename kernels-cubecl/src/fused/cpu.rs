@@ -308,31 +308,95 @@ fn dot(a: &[f32], b: &[f32], simd: bool) -> f32 {
 }
 
 /// `y[i] += Σ_k values[k]·x[i][c + k]` for every row `i` of the `y.len() × cols` activations
-/// `x`: with AVX2, eight (then four) rows at a time, so each decoded weight is loaded once per
-/// group of rows instead of once per row.
+/// `x`: with AVX2, eight (then four, two, one) rows at a time, so each decoded weight is loaded
+/// once per group of rows instead of once per row. For two rows or more every sum runs in the
+/// order of [`x86::tile`] (one eight-lane accumulator per row and segment), so a row's result
+/// does not depend on its place in the batch, nor on which kernel computed it.
 #[inline]
 pub(crate) fn dots_into(y: &mut [f32], values: &[f32], x: &[f32], cols: usize, c: usize, simd: bool) {
     let (m, len) = (y.len(), values.len());
     assert!(m == 0 || x.len() >= (m - 1) * cols + c + len, "activations are m × cols");
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        while i + 8 <= m {
-            // SAFETY: `simd` is only true when `simd_ok` found AVX2 and FMA; rows `i..i + 8`
+    if simd && m >= 2 {
+        while i < m {
+            let rest = &x[i * cols + c..];
+            // SAFETY: `simd` is only true when `simd_ok` found AVX2 and FMA; rows `i..i + n`
             // of `x` hold `c + len` activations each (asserted above).
-            let d = unsafe { x86::dots::<8, 1>(values, &x[i * cols + c..], cols) };
-            y[i..i + 8].iter_mut().zip(d).for_each(|(y, d)| *y += d);
-            i += 8;
-        }
-        while i + 4 <= m {
-            // SAFETY: as above, for rows `i..i + 4`.
-            let d = unsafe { x86::dots::<4, 2>(values, &x[i * cols + c..], cols) };
-            y[i..i + 4].iter_mut().zip(d).for_each(|(y, d)| *y += d);
-            i += 4;
+            let n = match m - i {
+                8.. => add_to(&mut y[i..], unsafe { x86::dots::<8, 1>(values, rest, cols) }),
+                4.. => add_to(&mut y[i..], unsafe { x86::dots::<4, 1>(values, rest, cols) }),
+                2.. => add_to(&mut y[i..], unsafe { x86::dots::<2, 1>(values, rest, cols) }),
+                _ => add_to(&mut y[i..], unsafe { x86::dots::<1, 1>(values, rest, cols) }),
+            };
+            i += n;
         }
     }
     for (k, yi) in y.iter_mut().enumerate().skip(i) {
         *yi += dot(values, &x[k * cols + c..k * cols + c + len], simd);
+    }
+}
+
+/// `y[i] += d[i]`; returns `N`.
+#[inline(always)]
+fn add_to<const N: usize>(y: &mut [f32], d: [f32; N]) -> usize {
+    y[..N].iter_mut().zip(d).for_each(|(y, d)| *y += d);
+    N
+}
+
+/// Weight rows the batched dot-form kernel decodes and multiplies together.
+const ROW_BLOCK: usize = 4;
+
+/// Rows `r0 .. r0 + out.len() / m` of `x·Wᵀ` for `m ≥ 2` activation rows, with AVX2, into
+/// `out` (each weight row's `m` outputs side by side). Four weight rows at a time are decoded
+/// into a buffer, then multiplied into three activation rows at a time ([`x86::tile`]): each
+/// activation vector loaded serves four rows and each weight vector three, where one weight row
+/// against the whole batch ([`dots_into`]) reloads every activation for every row — the bound
+/// of batched decoding, which reads each weight once per step for all its sequences. The sums
+/// run in `dots_into`'s order, segment by segment, so both give the same bits.
+#[cfg(target_arch = "x86_64")]
+fn blocked_rows(w: &dyn RowSource, r0: usize, out: &mut [f32], x: &[f32], m: usize) {
+    let cols = w.cols();
+    let rows = out.len() / m;
+    let mut buf = vec![0f32; ROW_BLOCK * cols];
+    let mut dr = 0;
+    while dr < rows {
+        let rb = (rows - dr).min(ROW_BLOCK);
+        for (j, dst) in buf.chunks_mut(cols.max(1)).take(rb).enumerate() {
+            let mut c = 0;
+            while c < cols {
+                let len = (cols - c).min(SEG);
+                match w.contiguous(r0 + dr + j, c, len) {
+                    Some(v) => dst[c..c + len].copy_from_slice(v),
+                    None => w.decode(r0 + dr + j, c, &mut dst[c..c + len], true),
+                }
+                c += len;
+            }
+        }
+        let y = &mut out[dr * m..(dr + rb) * m];
+        let mut i = 0;
+        while i < m {
+            // Groups of three; a last four as two and two.
+            let xb = match m - i {
+                4 => 2,
+                n @ 1..=3 => n,
+                _ => 3,
+            };
+            let mut c = 0;
+            while c < cols {
+                let len = (cols - c).min(SEG);
+                // SAFETY: `blocked_rows` runs only when `simd_ok` found AVX2 and FMA; `buf`
+                // holds `rb` rows of `cols` values and `x` rows `i..i + xb` of `cols` each
+                // (`matmul_wt` checked `x.len() == m·cols`), so every read of columns
+                // `c..c + len` stays inside them.
+                unsafe {
+                    x86::tile_into(rb, xb, buf.as_ptr().add(c), x.as_ptr().add(i * cols + c), cols, len, y, m, i)
+                };
+                c += len;
+            }
+            i += xb;
+        }
+        dr += rb;
     }
 }
 
@@ -365,9 +429,16 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
     let chunk = (TASK_WEIGHTS / cols.max(1)).clamp(1, rows.max(1));
     // Outputs computed transposed (`rows × m`) so that each task owns a contiguous slice.
     let mut yt = vec![0f32; rows * m];
+    #[cfg(target_arch = "x86_64")]
+    let blocked = simd && !batch1 && m >= 2;
     let task = |(t, out): (usize, &mut [f32])| {
         let mut seg = [0f32; SEG];
         let r0 = t * chunk;
+        #[cfg(target_arch = "x86_64")]
+        if blocked {
+            blocked_rows(w, r0, out, x, m);
+            return;
+        }
         for (dr, y) in out.chunks_mut(m.max(1)).enumerate() {
             let r = r0 + dr;
             if batch1 {
@@ -533,6 +604,108 @@ mod x86 {
                 }
             }
             out
+        }
+    }
+
+    /// The eight lanes of `s` summed as [`dots`] sums one accumulator: halves, then pairs.
+    ///
+    /// # Safety
+    /// AVX must be available (every caller enables AVX2).
+    #[inline(always)]
+    unsafe fn fold(s: __m256) -> f32 {
+        // SAFETY: only register arithmetic; AVX is enabled in every caller.
+        unsafe {
+            let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
+        }
+    }
+
+    /// `t[j][i] = Σ_{k < n} w[j·stride + k]·x[i·stride + k]` for `R` weight rows and `X`
+    /// activation rows: each activation vector is loaded once for the `R` rows and each weight
+    /// vector once for the `X` rows (`R·X` accumulators, at most twelve, so all stay in the
+    /// sixteen vector registers). Every sum runs as in [`dots`] with one accumulator: eight
+    /// lanes, folded, then the scalar tail.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `w` and `x` point at `R` and `X` rows of `n` readable
+    /// values, `stride` apart.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile<const R: usize, const X: usize>(
+        w: *const f32,
+        x: *const f32,
+        stride: usize,
+        n: usize,
+    ) -> [[f32; X]; R] {
+        // SAFETY: loads read `w[j·stride + k..][..8]` and `x[i·stride + k..][..8]` for `k + 8 ≤ n`, the tail reads single values below `n` (the caller's contract).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); X]; R];
+            let mut k = 0;
+            while k + 8 <= n {
+                let mut xv = [_mm256_setzero_ps(); X];
+                for (i, v) in xv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(x.add(i * stride + k));
+                }
+                for (j, row) in acc.iter_mut().enumerate() {
+                    let wv = _mm256_loadu_ps(w.add(j * stride + k));
+                    for (a, v) in row.iter_mut().zip(&xv) {
+                        *a = _mm256_fmadd_ps(wv, *v, *a);
+                    }
+                }
+                k += 8;
+            }
+            let mut out = [[0f32; X]; R];
+            for (j, (o, acc)) in out.iter_mut().zip(&acc).enumerate() {
+                for (i, (o, acc)) in o.iter_mut().zip(acc).enumerate() {
+                    *o = fold(*acc);
+                    for t in k..n {
+                        *o += *w.add(j * stride + t) * *x.add(i * stride + t);
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    /// [`tile`] for `rb ≤ 4` weight rows and `xb ≤ 3` activation rows (from row `i` of the
+    /// batch), added into `y` (each weight row's `m` outputs side by side).
+    ///
+    /// # Safety
+    /// As [`tile`], for `rb` and `xb` rows; `y` holds `rb·m` values and `i + xb ≤ m`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) unsafe fn tile_into(
+        rb: usize,
+        xb: usize,
+        w: *const f32,
+        x: *const f32,
+        stride: usize,
+        n: usize,
+        y: &mut [f32],
+        m: usize,
+        i: usize,
+    ) {
+        fn add<const R: usize, const X: usize>(t: [[f32; X]; R], y: &mut [f32], m: usize, i: usize) {
+            for (j, t) in t.iter().enumerate() {
+                y[j * m + i..j * m + i + X].iter_mut().zip(t).for_each(|(y, t)| *y += t);
+            }
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            match (rb, xb) {
+                (4, 3) => add(tile::<4, 3>(w, x, stride, n), y, m, i),
+                (4, 2) => add(tile::<4, 2>(w, x, stride, n), y, m, i),
+                (4, _) => add(tile::<4, 1>(w, x, stride, n), y, m, i),
+                (3, 3) => add(tile::<3, 3>(w, x, stride, n), y, m, i),
+                (3, 2) => add(tile::<3, 2>(w, x, stride, n), y, m, i),
+                (3, _) => add(tile::<3, 1>(w, x, stride, n), y, m, i),
+                (2, 3) => add(tile::<2, 3>(w, x, stride, n), y, m, i),
+                (2, 2) => add(tile::<2, 2>(w, x, stride, n), y, m, i),
+                (2, _) => add(tile::<2, 1>(w, x, stride, n), y, m, i),
+                (_, 3) => add(tile::<1, 3>(w, x, stride, n), y, m, i),
+                (_, 2) => add(tile::<1, 2>(w, x, stride, n), y, m, i),
+                _ => add(tile::<1, 1>(w, x, stride, n), y, m, i),
+            }
         }
     }
 
