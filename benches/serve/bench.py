@@ -17,7 +17,7 @@ Only the standard library: requests are plain HTTP with server-sent events. Set
 results use one thread, so another process on the machine does not stall its products.
 
 usage: python3 benches/serve/bench.py --bin target/release/ember-serve
-           [--tokens 32] [--repeats 3] [--schemes lossless,int8] [--forms fast,coded] [--out benches/results/cpu-serve.json]
+           [--tokens 32] [--repeats 3] [--schemes lossless,int8] [--forms fast,coded] [--out benches/results/cpu-serve-three-models.json]
 """
 
 import argparse
