@@ -323,11 +323,13 @@ pub(crate) fn dots_into(y: &mut [f32], values: &[f32], x: &[f32], cols: usize, c
             let rest = &x[i * cols + c..];
             // SAFETY: `simd` is only true when `simd_ok` found AVX2 and FMA; rows `i..i + n`
             // of `x` hold `c + len` activations each (asserted above).
-            let n = match m - i {
-                8.. => add_to(&mut y[i..], unsafe { x86::dots::<8, 1>(values, rest, cols) }),
-                4.. => add_to(&mut y[i..], unsafe { x86::dots::<4, 1>(values, rest, cols) }),
-                2.. => add_to(&mut y[i..], unsafe { x86::dots::<2, 1>(values, rest, cols) }),
-                _ => add_to(&mut y[i..], unsafe { x86::dots::<1, 1>(values, rest, cols) }),
+            let n = unsafe {
+                match m - i {
+                    8.. => add_to(&mut y[i..], x86::dots::<8, 1>(values, rest, cols)),
+                    4.. => add_to(&mut y[i..], x86::dots::<4, 1>(values, rest, cols)),
+                    2.. => add_to(&mut y[i..], x86::dots::<2, 1>(values, rest, cols)),
+                    _ => add_to(&mut y[i..], x86::dots::<1, 1>(values, rest, cols)),
+                }
             };
             i += n;
         }
