@@ -82,6 +82,25 @@ pub trait RowSource: Sync {
     fn dot_row(&self, _row: usize, _x: &[f32], _prep: &Prepared, _simd: bool) -> Option<f32> {
         None
     }
+    /// Asks the memory system for the stored bytes of rows `rows` (a hint: it reads nothing), so
+    /// that they arrive while the kernel is still multiplying the rows before them.
+    fn prefetch(&self, _rows: std::ops::Range<usize>) {}
+}
+
+/// Hints every cache line of `bytes` into the caches (nothing is read).
+#[inline]
+fn prefetch_bytes<T>(bytes: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (p, n) = (bytes.as_ptr() as *const i8, std::mem::size_of_val(bytes));
+        for off in (0..n).step_by(64) {
+            // SAFETY: `off < n`, so the address lies inside `bytes`; a prefetch never faults
+            // and reads nothing into the program.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Per-product precomputation of the batch-1 kernels: work that depends on the activation row
@@ -201,6 +220,20 @@ impl RowSource for FastWeight {
         }
         let _ = (row, x, prep, simd);
         None
+    }
+    fn prefetch(&self, rows: std::ops::Range<usize>) {
+        let rows = rows.start.min(self.rows)..rows.end.min(self.rows);
+        let (a, b) = (rows.start * self.stride, rows.end * self.stride);
+        match &self.codes {
+            FastCodes::F32(v) => prefetch_bytes(v.get(a..b).unwrap_or_default()),
+            FastCodes::Bf16(v) | FastCodes::F16(v) => prefetch_bytes(v.get(a..b).unwrap_or_default()),
+            FastCodes::Bf16Rank { ranks, low, .. } => {
+                prefetch_bytes(ranks.get(a / 2..b / 2).unwrap_or_default());
+                prefetch_bytes(low.get(a..b).unwrap_or_default());
+            }
+            FastCodes::Int8 { codes, .. } => prefetch_bytes(codes.get(a..b).unwrap_or_default()),
+            FastCodes::Int4 { packed, .. } => prefetch_bytes(packed.get(a / 2..b / 2).unwrap_or_default()),
+        }
     }
 }
 
@@ -375,6 +408,9 @@ fn blocked_rows(w: &dyn RowSource, r0: usize, out: &mut [f32], x: &[f32], m: usi
                 c += len;
             }
         }
+        // The next block's codes load while this one is multiplied: decoding streams the
+        // codes from memory, the tiles are arithmetic, and otherwise the two would alternate.
+        w.prefetch(r0 + dr + rb..r0 + (dr + rb + ROW_BLOCK).min(rows));
         let y = &mut out[dr * m..(dr + rb) * m];
         let mut i = 0;
         while i < m {
