@@ -634,9 +634,7 @@ mod x86 {
                 for a in &acc[1..] {
                     s = _mm256_add_ps(s, *a);
                 }
-                let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
-                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                *o = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)));
+                *o = fold(s);
                 for j in k..n {
                     *o += a[j] * x[r * stride + j];
                 }
@@ -645,7 +643,8 @@ mod x86 {
         }
     }
 
-    /// The eight lanes of `s` summed as [`dots`] sums one accumulator: halves, then pairs.
+    /// The eight lanes of `s` summed: halves, then pairs, then the last two ([`dots`] and
+    /// [`tile`] fold every accumulator so).
     ///
     /// # Safety
     /// AVX must be available (every caller enables AVX2).
