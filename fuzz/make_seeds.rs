@@ -174,10 +174,12 @@ fn ember_file(tensors: &[(&str, Dtype, Vec<u64>, SchemeKind)], opts: &EncodeOpti
 /// `decode_batch_flex`'s input for a container: flag, header length, header, data bytes.
 fn batch_input(file: &[u8], flag: u8) -> Vec<u8> {
     let pre = ember_codec::container::Preamble::parse(file[..PREAMBLE_LEN].try_into().unwrap()).unwrap();
-    let (h0, h1) = (pre.header_offset as usize, (pre.header_offset + pre.header_len) as usize);
+    let h0 = pre.header_offset as usize;
+    // The target takes the header as JSON (the writer stores it compressed).
+    let json = ember_codec::container::index::read_header_json(Path::new("seed.ember"), file).unwrap();
     let mut out = vec![flag];
-    out.extend_from_slice(&(pre.header_len as u16).to_le_bytes());
-    out.extend_from_slice(&file[h0..h1]);
+    out.extend_from_slice(&(json.len() as u16).to_le_bytes());
+    out.extend_from_slice(&json);
     out.extend_from_slice(&file[PREAMBLE_LEN..h0]);
     out
 }

@@ -600,7 +600,8 @@ def main():
         "ember_bin": str(ember_bin) if ember_bin else None,
         "versions": versions(),
         "notes": [
-            "sizes: ember = stored bytes + per-tensor header bytes in the container; ZipNN = the length of "
+            "sizes: ember = every tensor's stored bytes + the container's header as stored "
+            "(zstd-compressed, format version 5; per tensor, ember_bytes adds its share of it); ZipNN = the length of "
             "ZipNN.compress() output, its own 32-byte header and chunk table included; zstd -3 = one frame per tensor",
             "bound16 = Σ over tensors of the order-0 entropy of the 16-bit values, computed here and checked "
             "against the ember binary's",

@@ -53,6 +53,7 @@ fn container(header: &[u8], data: &[u8], fix: bool) -> Vec<u8> {
         header_offset,
         header_len: header.len() as u64,
         header_xxh3: xxh3_64(&header),
+        header_json_len: 0,
     };
     file[..PREAMBLE_LEN].copy_from_slice(&pre.to_bytes());
     file

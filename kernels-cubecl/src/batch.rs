@@ -44,10 +44,12 @@ pub mod desc {
     /// length in bits 0..16 and the blocks per super-block in bits 16..32 (see [`pack_block`]).
     pub const BLOCK: usize = 8;
     /// Bits 0..8: `lossless` joint mantissa bits; bits 8..17: the number of symbols (their
-    /// values follow the slot table in the tables buffer); bit 17: 16-bit lane word counts.
+    /// values follow the slot table in the tables buffer); bits 17..19: the lane table
+    /// ([`LANE_TABLE_SHIFT`]).
     pub const SYMBOLS: usize = 9;
-    /// Bit of [`SYMBOLS`] set when tiles store 16-bit lane word counts (format version 2).
-    pub const COUNTS16_BIT: u32 = 1 << 17;
+    /// Where [`SYMBOLS`] holds the tiles' lane table, as [`ember_codec::tile::LaneTable::code`]
+    /// (0 `ends32`, 1 `counts16`, 2 `counts8`), two bits.
+    pub const LANE_TABLE_SHIFT: u32 = 17;
 
     /// The [`BLOCK`] word of a tensor with blocks of `block` elements, `blocks` per super-block
     /// (1 without super-blocks). The format bounds a super-block's block length to 16 bits.
@@ -296,7 +298,7 @@ impl DecodeBatch {
                     r.start as u32,
                     cols.max(1) as u32,
                     block,
-                    joint | symbols << 8 | if lane_table == LaneTable::Counts16 { desc::COUNTS16_BIT } else { 0 },
+                    joint | symbols << 8 | lane_table.code() << desc::LANE_TABLE_SHIFT,
                 ];
                 batch.tiles.extend_from_slice(&desc);
                 batch.data.extend(words(payload));
@@ -410,9 +412,10 @@ impl DecodeBatch {
 
     /// Whether every tile can be written as 16-bit pairs without two cubes sharing a word: tiles
     /// start at even elements and have even counts, except the last tile of a tensor, whose
-    /// partner slot is the tensor's padding.
+    /// partner slot is the tensor's padding; and a cube has at least two lanes, since lanes
+    /// `2j` and `2j + 1` write word `j` together (a one-lane file decodes to `f32`).
     pub fn supports_native16(&self) -> bool {
-        if !self.scheme.is_16_bit() {
+        if !self.scheme.is_16_bit() || self.lanes < 2 {
             return false;
         }
         self.tiles.chunks(DESC_WORDS).all(|d| {

@@ -43,7 +43,8 @@ fn build_decoder(tables: &[u32], scheme: KernelScheme, lanes: usize, d: &[u32]) 
         let entries = tables.get(off..off + (1usize << bits.min(12))).ok_or("table outside the tables")?;
         DecodeTable::from_entries(bits, entries.to_vec())
     };
-    let lane_table = if d[desc::SYMBOLS] & desc::COUNTS16_BIT != 0 { LaneTable::Counts16 } else { LaneTable::Ends32 };
+    let lane_table = LaneTable::from_code(d[desc::SYMBOLS] >> desc::LANE_TABLE_SHIFT & 3)
+        .ok_or("unknown lane table in a descriptor")?;
     let lossless = |dtype: Dtype| -> Result<TileDecoder, String> {
         let (off, bits) = (d[desc::TABLE] as usize, d[desc::PROB_BITS]);
         let (joint, symbols) = (d[desc::SYMBOLS] & 0xff, ((d[desc::SYMBOLS] >> 8) & 0x1ff) as usize);

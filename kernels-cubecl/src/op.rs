@@ -22,8 +22,8 @@ pub struct LaunchSpec {
     pub lanes: usize,
     /// `lossless`: mantissa bits coded with the exponent.
     pub joint: u32,
-    /// Tiles store 16-bit lane word counts (format version 2).
-    pub counts16: bool,
+    /// How tiles store their lanes' word counts ([`ember_codec::tile::LaneTable::code`]).
+    pub lane_table: u32,
     /// Cubes.
     pub num_tiles: usize,
     /// Elements of the output (a multiple of 2).
@@ -120,7 +120,7 @@ mod cube {
                 spec.num_tiles,
                 spec.lanes,
                 spec.joint,
-                spec.counts16,
+                spec.lane_table,
                 spec.scheme,
                 launch,
                 words(&data),
@@ -413,7 +413,7 @@ impl UploadedBatch {
                 output,
                 lanes: batch.lanes,
                 joint: batch.joint,
-                counts16: batch.lane_table == ember_codec::tile::LaneTable::Counts16,
+                lane_table: batch.lane_table.code(),
                 num_tiles: batch.num_tiles(),
                 elements: batch.output_elements.max(2),
                 dtype,

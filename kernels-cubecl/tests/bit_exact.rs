@@ -57,6 +57,9 @@ fn cases() -> Vec<Case> {
                         int4_block: 16,
                         int4_asymmetric: asym,
                         raw_if_smaller: false,
+                        // Both lane tables the encoder writes: 8-bit counts (version 5) where
+                        // they are smaller (32 lanes), 16-bit ones (version 2) otherwise.
+                        counts8: k % 3 != 2,
                     };
                     out.push(Case {
                         name: format!("{dtype}-{scheme}-{lanes}-{k}"),
@@ -143,6 +146,10 @@ fn check_device(device: &Device, label: &str) {
     let (batches, plain) = DecodeBatch::group(&file, &entries).unwrap();
     assert!(plain.is_empty());
     assert!(batches.len() >= 10, "one batch per scheme and lane count");
+    use ember_codec::tile::LaneTable;
+    for table in [LaneTable::Counts8, LaneTable::Counts16] {
+        assert!(batches.iter().any(|b| b.lane_table() == table), "no batch with {table:?} lane tables");
+    }
     let mut checked = 0;
     for batch in &batches {
         let (dtype, out) = to_bytes(decode_batch(batch, device, false));

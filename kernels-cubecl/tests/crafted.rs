@@ -86,9 +86,12 @@ fn zeroed_lane_states_are_refused_when_the_batch_is_built() {
 #[test]
 fn a_lane_end_past_the_words_is_refused_when_the_batch_is_built() {
     let dir = tempfile::tempdir().unwrap();
-    // Version 2 tiles store 16-bit lane word counts after the 32 states.
-    let bytes = forge::forge_tile(&sample(dir.path()), INT8, 1, |p| {
-        p[4 * 32 + 2 * 31..4 * 32 + 2 * 32].copy_from_slice(&u16::MAX.to_le_bytes());
+    // Version 5 tiles store a 16-bit base of the lane word counts after the 32 states.
+    let sample = sample(dir.path());
+    let table = open(&write(dir.path(), &sample)).get(INT8).unwrap().scheme.coder().unwrap().lane_table;
+    assert_eq!(table, ember_codec::tile::LaneTable::Counts8);
+    let bytes = forge::forge_tile(&sample, INT8, 1, |p| {
+        p[4 * 32..4 * 32 + 2].copy_from_slice(&u16::MAX.to_le_bytes());
     });
     let file = open(&write(dir.path(), &bytes));
     let e = batch_of(&file, &[INT8]).unwrap_err();

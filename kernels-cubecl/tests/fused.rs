@@ -42,6 +42,7 @@ fn cases() -> Vec<Case> {
                     int4_block: [32, 12, 32, 16][k % 4],
                     int4_asymmetric: k % 3 == 1,
                     raw_if_smaller: false,
+                    counts8: k % 2 == 0,
                 };
                 out.push(Case {
                     name: format!("{dtype}-{scheme}-{rows}x{cols}"),

@@ -2,14 +2,16 @@
 //! XXH3 and the header's, so the checksums pass and only the decoders' own checks stand between
 //! the file and the model. Shared by the crates' integration tests (`#[path]`-included).
 
-use ember_codec::container::{Preamble, PREAMBLE_LEN};
+use std::path::Path;
+
+use ember_codec::container::index::{read_header_json, replace_header_json};
 
 /// `bytes` (a whole `.ember` file) with tile `tile` of `tensor` edited by `edit` and every
 /// checksum recomputed.
 pub fn forge_tile(bytes: &[u8], tensor: &str, tile: usize, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
-    let pre = Preamble::parse(bytes[..PREAMBLE_LEN].try_into().expect("a preamble")).expect("a valid preamble");
-    let (h0, h1) = (pre.header_offset as usize, (pre.header_offset + pre.header_len) as usize);
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[h0..h1]).expect("a JSON header");
+    let name = Path::new("forged.ember");
+    let json = read_header_json(name, bytes).expect("a valid header");
+    let mut header: serde_json::Value = serde_json::from_slice(&json).expect("a JSON header");
     let mut out = bytes.to_vec();
     let entry = header["tensors"]
         .as_array_mut()
@@ -22,12 +24,7 @@ pub fn forge_tile(bytes: &[u8], tensor: &str, tile: usize, edit: impl FnOnce(&mu
     edit(&mut out[offset..offset + len]);
     r[4] = serde_json::json!(xxhash_rust::xxh3::xxh3_64(&out[offset..offset + len]));
     let new_header = serde_json::to_vec(&header).expect("serialisable");
-    out.truncate(h0);
-    out.extend_from_slice(&new_header);
-    let new_pre =
-        Preamble { header_len: new_header.len() as u64, header_xxh3: xxhash_rust::xxh3::xxh3_64(&new_header), ..pre };
-    out[..PREAMBLE_LEN].copy_from_slice(&new_pre.to_bytes());
-    out
+    replace_header_json(name, &out, &new_header).expect("a rewritable file")
 }
 
 /// Sets every lane's start state of a coded tile with `lanes` lanes to `state`.

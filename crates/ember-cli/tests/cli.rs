@@ -168,6 +168,22 @@ fn lossless_round_trips_through_decompress() {
 }
 
 #[test]
+fn compat_v4_writes_a_file_older_readers_open() {
+    let (dir, input) = setup();
+    let version = |p: &Path| u32::from_le_bytes(std::fs::read(p).unwrap()[8..12].try_into().unwrap());
+    let (packed, plain) = (dir.path().join("z.ember"), dir.path().join("plain.ember"));
+    ok(&["compress", s(&input), "-o", s(&packed)]);
+    ok(&["compress", s(&input), "-o", s(&plain), "--compat-v4"]);
+    assert_eq!((version(&packed), version(&plain)), (5, 2));
+    assert!(std::fs::metadata(&packed).unwrap().len() < std::fs::metadata(&plain).unwrap().len());
+    for p in [&packed, &plain] {
+        let out = ok(&["verify", s(p), "--against", s(&input)]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().filter(|l| l.ends_with("bit-exact")).count(), 6, "{text}");
+    }
+}
+
+#[test]
 fn quantised_schemes_verify_against_the_original() {
     let (dir, input) = setup();
     // The BF16, F16 and F32 `mlp` matrices hold infinities and NaNs: quantising them is refused,

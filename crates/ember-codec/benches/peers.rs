@@ -134,15 +134,19 @@ fn main() {
             "original_bytes": bytes.len(), "bound16_bytes": bound_bits / 8.0,
             "ember_bytes": ember, "ember_scheme": kind, "ember_joint_bits": joint_bits, "ember_symbols": symbols,
             "ember_tiles": entry.tiles.len(), "ember_header_bytes": file.header_bytes_of(entry),
+            "ember_header_json_bytes": file.header_json_bytes_of(entry),
+            "ember_lanes": entry.scheme.coder().map_or(0, |c| c.lanes),
             "zstd3_bytes": z.len(),
         }));
         total_orig += bytes.len() as u64;
-        total_ember += ember;
+        total_ember += entry.stored_bytes();
         total_bound += bound_bits / 8.0;
         total_zstd += z.len() as u64;
         outs.push(out);
         zstds.push(z);
     }
+    // The whole index as stored (compressed in format version 5), not the rounded shares.
+    total_ember += file.header_stored_len();
     let entries: Vec<_> = inputs.iter().map(|(t, _, _)| file.get(&t.name).expect("tensor")).collect();
     let decode_all = |outs: &mut Vec<Vec<u8>>| {
         for (e, o) in entries.iter().zip(outs.iter_mut()) {

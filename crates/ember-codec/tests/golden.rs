@@ -19,6 +19,8 @@ const GOLDEN: &str = "tests/golden/v2.ember";
 const GOLDEN_V3: &str = "tests/golden/v3.ember";
 /// The version-4 file: super-block side data (how GGUF `Q4_K` and `Q6_K` keep their codes).
 const GOLDEN_V4: &str = "tests/golden/v4.ember";
+/// Every tensor of `v2.ember` and `v4.ember` under a zstd-compressed header (version 5).
+const GOLDEN_V5: &str = "tests/golden/v5.ember";
 /// The version-1 file, kept to prove that old files still read.
 const GOLDEN_V1: &str = "tests/golden/v1.ember";
 
@@ -34,6 +36,8 @@ fn fixed_tensors() -> Vec<Fixed> {
         int4_block: 8,
         int4_asymmetric: false,
         raw_if_smaller: false,
+        // The version-2 layout: 16-bit lane counts (`v5.ember` pins the 8-bit ones).
+        counts8: false,
     };
     let bf16: Vec<u8> =
         (0..96u32).flat_map(|i| half::bf16::from_f32((i as f32 - 48.0) * 0.013).to_bits().to_le_bytes()).collect();
@@ -73,6 +77,7 @@ fn fixed_tensors() -> Vec<Fixed> {
 
 fn encode_all(path: &std::path::Path) {
     let mut w = ContainerWriter::create(path).unwrap();
+    w.plain_header();
     w.set_metadata("producer", "ember golden test");
     for (name, dtype, shape, data, scheme, opts) in fixed_tensors() {
         w.add(encode_tensor(name, dtype, &shape, &data, scheme, &opts).unwrap()).unwrap();
@@ -172,8 +177,16 @@ fn v3_codes() -> (Vec<u8>, Vec<u8>) {
 
 fn encode_v3(path: &std::path::Path) {
     let (codes, scales) = v3_codes();
-    let opts = EncodeOptions { tile_elems: 40, lanes: 4, prob_bits: 10, ..EncodeOptions::default() };
+    let opts = EncodeOptions {
+        tile_elems: 40,
+        lanes: 4,
+        min_symbols_per_lane: 0,
+        prob_bits: 10,
+        counts8: false,
+        ..EncodeOptions::default()
+    };
     let mut w = ContainerWriter::create(path).unwrap();
+    w.plain_header();
     w.set_metadata("producer", "ember golden test");
     let source = QuantCodes { kind: QuantKind::Int8Blocks { block: 32 }, codes: &codes, scales: &scales };
     w.add(encode_quant_codes("q8_0", &[2, 40], source, &opts).unwrap()).unwrap();
@@ -220,8 +233,16 @@ fn v4_tensors() -> Vec<FixedCodes> {
 }
 
 fn encode_v4(path: &std::path::Path) {
-    let opts = EncodeOptions { tile_elems: 128, lanes: 4, prob_bits: 10, ..EncodeOptions::default() };
+    let opts = EncodeOptions {
+        tile_elems: 128,
+        lanes: 4,
+        min_symbols_per_lane: 0,
+        prob_bits: 10,
+        counts8: false,
+        ..EncodeOptions::default()
+    };
     let mut w = ContainerWriter::create(path).unwrap();
+    w.plain_header();
     w.set_metadata("producer", "ember golden test");
     for (name, kind, shape, codes, scales) in v4_tensors() {
         let source = QuantCodes { kind, codes: &codes, scales: &scales };
@@ -251,4 +272,56 @@ fn the_v4_golden_file_is_stable_and_decodes_k_quant_arithmetic() {
     }
     // Pinned by hand: element 1 of q4_k is code 7 in block 0: 7 · 0.125 − 0.
     assert_eq!(q4k[1], 0.875);
+}
+
+/// `v5.ember`: the tensors of `v2.ember` and `v4.ember` in one file, with the version-5
+/// defaults: a compressed header and 8-bit lane counts where they are smaller (8 lanes and more).
+fn encode_v5(path: &std::path::Path) {
+    let mut w = ContainerWriter::create(path).unwrap();
+    w.set_metadata("producer", "ember golden test");
+    for (name, dtype, shape, data, scheme, opts) in fixed_tensors() {
+        let opts = EncodeOptions { counts8: true, ..opts };
+        w.add(encode_tensor(name, dtype, &shape, &data, scheme, &opts).unwrap()).unwrap();
+    }
+    let opts =
+        EncodeOptions { tile_elems: 128, lanes: 8, min_symbols_per_lane: 0, prob_bits: 10, ..EncodeOptions::default() };
+    for (name, kind, shape, codes, scales) in v4_tensors() {
+        let source = QuantCodes { kind, codes: &codes, scales: &scales };
+        w.add(encode_quant_codes(name, &shape, source, &opts).unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn the_v5_golden_file_is_stable_and_holds_the_v2_and_v4_tensors_under_a_compressed_header() {
+    assert_stable(GOLDEN_V5, 5, encode_v5);
+    check_golden(GOLDEN_V5);
+    let bytes = std::fs::read(GOLDEN_V5).unwrap();
+    let pre = ember_codec::container::Preamble::parse(bytes[..64].try_into().unwrap()).unwrap();
+    assert_eq!(pre.flags, ember_codec::container::FLAG_HEADER_ZSTD);
+    // The same values as the older files; the tensors of 8 lanes moved to 8-bit lane counts.
+    let (v5, v2, v4) =
+        (Container::open(GOLDEN_V5).unwrap(), Container::open(GOLDEN).unwrap(), Container::open(GOLDEN_V4).unwrap());
+    let mut counts8 = Vec::new();
+    for t in v2.tensors().iter().chain(v4.tensors()) {
+        let old = if v2.get(&t.name).is_ok() { &v2 } else { &v4 };
+        let new = v5.get(&t.name).unwrap();
+        assert_eq!(v5.decode(new).unwrap(), old.decode(t).unwrap(), "{}", t.name);
+        if new.scheme.coder().is_some_and(|c| c.lane_table == ember_codec::tile::LaneTable::Counts8) {
+            counts8.push(t.name.as_str());
+            let lanes = |e: &ember_codec::container::TensorEntry| e.scheme.coder().map(|c| c.lanes);
+            if lanes(new) == lanes(t) {
+                assert!(new.stored_bytes() < t.stored_bytes(), "{}", t.name);
+            }
+        }
+    }
+    assert_eq!(counts8, ["bf16.joint", "f16.joint", "q4_k", "q6_k"]);
+    let json = ember_codec::container::index::read_header_json(std::path::Path::new(GOLDEN_V5), &bytes).unwrap();
+    assert_eq!(json.len() as u64, pre.header_json_len);
+    assert!(
+        pre.header_len * 2 < pre.header_json_len,
+        "{} stored bytes for {} of JSON",
+        pre.header_len,
+        pre.header_json_len
+    );
 }

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ember_codec::container::{Preamble, PREAMBLE_LEN};
+use ember_codec::container::index::{read_header_json, replace_header_json};
+use ember_codec::container::{Preamble, FLAG_HEADER_ZSTD, PREAMBLE_LEN};
 use ember_codec::{encode_tensor, CodecError, Container, ContainerWriter, Dtype, EncodeOptions, SchemeKind};
 
 fn sample_file(dir: &Path) -> (PathBuf, Vec<u8>) {
@@ -43,17 +44,10 @@ fn assert_names_file(e: &CodecError) {
 
 /// Rewrites the header (keeping a valid checksum), as a forger or a buggy writer would.
 fn with_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let pre = Preamble::parse(bytes[..PREAMBLE_LEN].try_into().unwrap()).unwrap();
-    let header = &bytes[pre.header_offset as usize..(pre.header_offset + pre.header_len) as usize];
-    let mut v: serde_json::Value = serde_json::from_slice(header).unwrap();
+    let name = std::path::Path::new("bad.ember");
+    let mut v: serde_json::Value = serde_json::from_slice(&read_header_json(name, bytes).unwrap()).unwrap();
     edit(&mut v);
-    let new_header = serde_json::to_vec(&v).unwrap();
-    let mut out = bytes[..pre.header_offset as usize].to_vec();
-    out.extend_from_slice(&new_header);
-    let new_pre =
-        Preamble { header_len: new_header.len() as u64, header_xxh3: xxhash_rust::xxh3::xxh3_64(&new_header), ..pre };
-    out[..PREAMBLE_LEN].copy_from_slice(&new_pre.to_bytes());
-    out
+    replace_header_json(name, bytes, &serde_json::to_vec(&v).unwrap()).unwrap()
 }
 
 #[test]
@@ -80,8 +74,8 @@ fn every_flipped_byte_is_detected() {
     let (_, bytes) = sample_file(dir.path());
     let step = (bytes.len() / 300).max(1);
     for pos in (0..bytes.len()).step_by(step) {
-        if (40..PREAMBLE_LEN).contains(&pos) {
-            continue; // reserved preamble bytes are ignored by version 1 readers
+        if (48..PREAMBLE_LEN).contains(&pos) {
+            continue; // reserved preamble bytes are ignored by readers
         }
         let mut b = bytes.clone();
         b[pos] ^= 0x41;
@@ -250,6 +244,7 @@ fn joint_sample(dir: &Path) -> Vec<u8> {
         .collect();
     let opts = EncodeOptions { tile_elems: 2048, ..EncodeOptions::default() };
     let mut w = ContainerWriter::create(&path).unwrap();
+    w.plain_header();
     w.add(encode_tensor("layers.0.weight", Dtype::BF16, &[64, 128], &vals, SchemeKind::Lossless, &opts).unwrap())
         .unwrap();
     w.finish().unwrap();
@@ -302,10 +297,14 @@ fn version_2_fields_are_validated() {
     let e = reason(&|v| scheme_of(v)["coder"]["lanes"] = serde_json::json!(16));
     assert!(e.contains("tile") || e.contains("lane"), "{e}");
     // An unknown lane table fails the header's parse (which names the file).
-    let bad = with_header(&good, |v| scheme_of(v)["coder"]["lane_table"] = serde_json::json!("counts8"));
+    let bad = with_header(&good, |v| scheme_of(v)["coder"]["lane_table"] = serde_json::json!("counts4"));
     let e = open_and_decode(dir.path(), &bad).unwrap_err();
     assert_names_file(&e);
-    assert!(e.to_string().contains("unknown variant `counts8`"), "{e}");
+    assert!(e.to_string().contains("unknown variant `counts4`"), "{e}");
+    // The version-5 table in a version-2 file names the version it needs.
+    let bad = with_header(&good, |v| scheme_of(v)["coder"]["lane_table"] = serde_json::json!("counts8"));
+    let e = open_and_decode(dir.path(), &bad).unwrap_err();
+    assert!(e.to_string().contains("version-2 file cannot use the version-5 lane table `counts8`"), "{e}");
 }
 
 #[test]
@@ -317,7 +316,65 @@ fn a_version_1_file_cannot_carry_version_2_fields() {
     assert_names_file(&e);
     assert!(e.to_string().contains("version-1 file cannot use"), "{e}");
     // And a version this build does not know names what it reads.
-    bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&6u32.to_le_bytes());
     let e = open_and_decode(dir.path(), &bytes).unwrap_err();
-    assert!(e.to_string().contains("format version 5") && e.to_string().contains("versions 1 to 4"), "{e}");
+    assert!(e.to_string().contains("format version 6") && e.to_string().contains("versions 1 to 5"), "{e}");
+}
+
+/// `bytes` with its preamble edited by `edit` (the header's checksum left as it is).
+fn with_preamble(bytes: &[u8], edit: impl FnOnce(&mut Preamble)) -> Vec<u8> {
+    let mut pre = Preamble::parse(bytes[..PREAMBLE_LEN].try_into().unwrap()).unwrap();
+    edit(&mut pre);
+    let mut out = bytes.to_vec();
+    out[..PREAMBLE_LEN].copy_from_slice(&pre.to_bytes());
+    out
+}
+
+#[test]
+fn compressed_headers_are_bounded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = sample_file(dir.path());
+    let pre = Preamble::parse(bytes[..PREAMBLE_LEN].try_into().unwrap()).unwrap();
+    assert_eq!((pre.version, pre.flags), (5, FLAG_HEADER_ZSTD), "the writer compresses headers by default");
+    assert!(pre.header_json_len > pre.header_len, "{pre:?}");
+    let reason = |b: &[u8]| {
+        let e = open_and_decode(dir.path(), b).unwrap_err();
+        assert_names_file(&e);
+        e.to_string()
+    };
+    // A compressed header under a preamble that predates it.
+    let e = reason(&with_preamble(&bytes, |p| p.version = 4));
+    assert!(e.contains("version-4 file cannot have a compressed header"), "{e}");
+    // Flags this build does not know.
+    let e = reason(&with_preamble(&bytes, |p| p.flags |= 4));
+    assert!(e.contains("unknown preamble flags 0x4"), "{e}");
+    // A claimed length beyond what the stored bytes may expand to: refused before allocating.
+    let e = reason(&with_preamble(&bytes, |p| p.header_json_len = u64::MAX));
+    assert!(e.contains("claims") && e.contains(&u64::MAX.to_string()), "{e}");
+    let e = reason(&with_preamble(&bytes, |p| p.header_json_len = 0));
+    assert!(e.contains("claims 0 bytes"), "{e}");
+    // A length that is off by one either way.
+    for delta in [-1i64, 1] {
+        let e = reason(&with_preamble(&bytes, |p| p.header_json_len = p.header_json_len.saturating_add_signed(delta)));
+        assert!(e.contains("header"), "{e}");
+    }
+    // The plain JSON stored under the compressed flag (checksum recomputed): not a zstd frame.
+    let json = read_header_json(Path::new("bad.ember"), &bytes).unwrap();
+    let mut forged = bytes[..pre.header_offset as usize].to_vec();
+    forged.extend_from_slice(&json);
+    let forged = with_preamble(&forged, |p| {
+        p.header_len = json.len() as u64;
+        p.header_xxh3 = xxhash_rust::xxh3::xxh3_64(&json);
+    });
+    let e = reason(&forged);
+    assert!(e.contains("does not decompress"), "{e}");
+    // The same JSON with the flag cleared reads: a plain header is still valid in version 5.
+    let plain = with_preamble(&forged, |p| {
+        p.flags = 0;
+        p.header_json_len = 0;
+    });
+    open_and_decode(dir.path(), &plain).unwrap();
+    // A plain header must not claim a decompressed length.
+    let e = reason(&with_preamble(&plain, |p| p.header_json_len = 5));
+    assert!(e.contains("plain header"), "{e}");
 }

@@ -44,9 +44,19 @@ fn opts_strategy() -> impl Strategy<Value = EncodeOptions> {
         any::<bool>(),
         any::<bool>(),
         prop_oneof![Just(0u32), Just(4), Just(1024)],
+        any::<bool>(),
     )
         .prop_map(
-            |(tile_elems, lanes, prob_bits, int4_block, int4_asymmetric, raw_if_smaller, min_symbols_per_lane)| {
+            |(
+                tile_elems,
+                lanes,
+                prob_bits,
+                int4_block,
+                int4_asymmetric,
+                raw_if_smaller,
+                min_symbols_per_lane,
+                counts8,
+            )| {
                 EncodeOptions {
                     tile_elems,
                     lanes,
@@ -55,6 +65,7 @@ fn opts_strategy() -> impl Strategy<Value = EncodeOptions> {
                     int4_block,
                     int4_asymmetric,
                     raw_if_smaller,
+                    counts8,
                 }
             },
         )
@@ -336,11 +347,12 @@ fn quant_codes_that_do_not_fit_are_errors() {
     assert!(encode_quant_codes("w", &[2, 32], QuantCodes { codes: &big, ..q8 }, &opts).is_ok());
 }
 
-/// A file is written with the lowest version its tensors need: per-block int8 scales make it
-/// version 3, and a version-2 file that claims them is an error naming the field.
+/// A plain-header file is written with the lowest version its tensors need: per-block int8
+/// scales make it version 3, and a version-2 file that claims them is an error naming the field.
+/// With the default compressed header the same file is version 5.
 #[test]
 fn int8_blocks_make_a_version_3_file() {
-    let opts = EncodeOptions::default();
+    let opts = EncodeOptions { counts8: false, ..EncodeOptions::default() };
     let codes = vec![200u8; 64];
     let scales = vec![0x3c, 0x00, 0x00, 0x3c];
     let q8 = QuantCodes { kind: QuantKind::Int8Blocks { block: 32 }, codes: &codes, scales: &scales };
@@ -349,14 +361,25 @@ fn int8_blocks_make_a_version_3_file() {
         |path: &std::path::Path| u32::from_le_bytes(std::fs::read(path).unwrap()[8..12].try_into().unwrap());
     let plain = dir.path().join("plain.ember");
     let mut w = ContainerWriter::create(&plain).unwrap();
+    w.plain_header();
     w.add(encode_tensor("a", Dtype::F32, &[4], &[0u8; 16], SchemeKind::Raw, &opts).unwrap()).unwrap();
     w.finish().unwrap();
     assert_eq!(version_of(&plain), 2);
     let blocks = dir.path().join("blocks.ember");
     let mut w = ContainerWriter::create(&blocks).unwrap();
+    w.plain_header();
     w.add(encode_quant_codes("q", &[2, 32], q8, &opts).unwrap()).unwrap();
     w.finish().unwrap();
     assert_eq!(version_of(&blocks), 3);
+    let compressed = dir.path().join("compressed.ember");
+    let mut w = ContainerWriter::create(&compressed).unwrap();
+    w.add(encode_quant_codes("q", &[2, 32], q8, &opts).unwrap()).unwrap();
+    w.finish().unwrap();
+    assert_eq!(version_of(&compressed), 5);
+    let c5 = Container::open(&compressed).unwrap();
+    let c3 = Container::open(&blocks).unwrap();
+    assert_eq!(c5.decode(c5.get("q").unwrap()).unwrap(), c3.decode(c3.get("q").unwrap()).unwrap());
+    assert!(c5.header_stored_len() < c3.header_stored_len(), "the compressed header is smaller");
     let c = Container::open(&blocks).unwrap();
     let v = c.decode(c.get("q").unwrap()).unwrap().to_f32().unwrap();
     // Code 200 is -56 as i8; block 0 has scale 0x3c00 = 1.0 (little-endian bytes 00 3c).
@@ -375,7 +398,7 @@ fn int8_blocks_make_a_version_3_file() {
 /// naming the field, and malformed super-block parameters are refused by the encoder.
 #[test]
 fn super_blocks_make_a_version_4_file() {
-    let opts = EncodeOptions::default();
+    let opts = EncodeOptions { counts8: false, ..EncodeOptions::default() };
     let codes = vec![7u8; 512];
     let kind = QuantKind::Int4Super { block: 32, blocks: 8 };
     let scales = vec![1u8; kind.scales_len(&[2, 256]) as usize];
@@ -384,6 +407,7 @@ fn super_blocks_make_a_version_4_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.ember");
     let mut w = ContainerWriter::create(&path).unwrap();
+    w.plain_header();
     w.add(encode_quant_codes("q", &[2, 256], q4k, &opts).unwrap()).unwrap();
     w.finish().unwrap();
     let mut bytes = std::fs::read(&path).unwrap();

@@ -40,6 +40,12 @@ fn half_word(data: &[u32], base: usize, h: usize) -> u32 {
     (data[base + h / 2] >> ((h % 2) as u32 * 16)) & 0xFFFF
 }
 
+/// Byte `b` of the little-endian words starting at `data[base]`.
+#[cube]
+fn byte_of(data: &[u32], base: usize, b: usize) -> u32 {
+    (data[base + b / 4] >> ((b % 4) as u32 * 8)) & 0xFF
+}
+
 /// A byte as the two's-complement `i8` it holds.
 #[cube]
 fn signed_byte(b: u32) -> i32 {
@@ -159,7 +165,7 @@ fn decode_coded(
     #[comptime] native16: bool,
     #[comptime] lanes: usize,
     #[comptime] joint: u32,
-    #[comptime] counts16: bool,
+    #[comptime] lane_table: u32,
     #[comptime] check: bool,
 ) {
     let d = CUBE_POS * DESC_WORDS;
@@ -206,16 +212,21 @@ fn decode_coded(
         2 => 24usize - joint as usize,
         _ => 0usize,
     });
-    // FORMAT.md §2.1: the lane table is `u32 lane_end[N]` (version 1) or `u16 count[N]`
-    // padded to a word (version 2), whose prefix sums give the same ends.
-    let table_words = comptime!(if counts16 { (lanes + 1) / 2 } else { lanes });
+    // FORMAT.md §2.1: the lane table is `u32 lane_end[N]` (version 1), `u16 count[N]` padded
+    // to a word (version 2), or `u16 base` + `u8 extra[N]` padded to a word (version 5); the
+    // prefix sums of the counts give the same ends.
+    let table_words = comptime!(match lane_table {
+        0 => lanes,
+        1 => (lanes + 1) / 2,
+        _ => (lanes + 5) / 4,
+    });
     let raw_base = payload + lanes + table_words;
     let word_base = (raw_base + (count * raw_bits + 31) / 32) * 2;
     let mut x = data[payload + lane];
     let mut pos = 0usize;
     let mut end = 0usize;
     let mut total_words = 0usize;
-    if comptime!(counts16) {
+    if comptime!(lane_table == 1) {
         for j in 0..lanes {
             let c = half_word(data, payload + lanes, j) as usize;
             if j < lane {
@@ -224,6 +235,16 @@ fn decode_coded(
             total_words += c;
         }
         end = pos + half_word(data, payload + lanes, lane) as usize;
+    } else if comptime!(lane_table == 2) {
+        let base = half_word(data, payload + lanes, 0) as usize;
+        for j in 0..lanes {
+            let c = base + byte_of(data, payload + lanes, j + 2) as usize;
+            if j < lane {
+                pos += c;
+            }
+            total_words += c;
+        }
+        end = pos + base + byte_of(data, payload + lanes, lane + 2) as usize;
     } else {
         total_words = data[payload + 2 * lanes - 1] as usize;
         end = data[payload + lanes + lane] as usize;
@@ -380,7 +401,7 @@ pub fn decode_tiles_kernel(
     #[comptime] output: u32,
     #[comptime] lanes: usize,
     #[comptime] joint: u32,
-    #[comptime] counts16: bool,
+    #[comptime] lane_table: u32,
     #[comptime] check: bool,
 ) {
     let native16 = comptime!(output == OutputKind::Native16 as u32);
@@ -396,7 +417,7 @@ pub fn decode_tiles_kernel(
                 copy_raw(data, tiles, out, scheme, native16, lanes);
             }
         } else {
-            decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes, joint, counts16, check);
+            decode_coded(data, tiles, tables, scales, out, scheme, native16, lanes, joint, lane_table, check);
         }
     }
 }
@@ -416,7 +437,8 @@ pub enum TileLaunch {
 /// The kernel indexes its buffers with offsets read from the descriptors, so the caller must
 /// pass buffers built together by [`crate::batch::DecodeBatch::new`] (which checked every
 /// offset and lane table against the payload) and launched with that batch's `num_tiles`,
-/// `lanes`, `joint` bits, lane table (`counts16`) and `scheme`:
+/// `lanes`, `joint` bits, lane table (`lane_table`, [`ember_codec::tile::LaneTable::code`]) and
+/// `scheme`:
 /// - each `(handle, len)` pair names a live buffer of at least `len` `u32` words on `client`;
 /// - `data`, `tiles`, `tables`, `scales` hold exactly the batch's words;
 /// - `out` holds [`crate::batch::DecodeBatch::output_words`] words for `TileLaunch::Decode`
@@ -427,7 +449,7 @@ pub unsafe fn launch_decode_tiles(
     num_tiles: usize,
     lanes: usize,
     joint: u32,
-    counts16: bool,
+    lane_table: u32,
     scheme: KernelScheme,
     launch: TileLaunch,
     data: (cubecl::server::Handle, usize),
@@ -459,7 +481,7 @@ pub unsafe fn launch_decode_tiles(
             output as u32,
             lanes,
             joint,
-            counts16,
+            lane_table,
             check,
         );
     }

@@ -141,6 +141,9 @@ impl TensorEntry {
         if version < 4 && self.scheme.super_blocks().is_some() {
             return Err(format!("a version-{version} file cannot use the version-4 field `super`"));
         }
+        if version < 5 && self.scheme.coder().is_some_and(|c| c.lane_table == crate::tile::LaneTable::Counts8) {
+            return Err(format!("a version-{version} file cannot use the version-5 lane table `counts8`"));
+        }
         if version < 2 {
             if let Scheme::Lossless { joint_bits, symbols, .. } = &self.scheme {
                 if *joint_bits != 0 || symbols.is_some() {
@@ -272,11 +275,14 @@ impl TensorEntry {
 }
 
 impl Header {
-    /// The lowest format version that holds every tensor: 4 when a tensor has super-blocks, 3
-    /// when an `int8` tensor has per-block scales, else 2.
+    /// The lowest format version that holds every tensor: 5 when a tensor has `counts8` lane
+    /// tables, 4 when one has super-blocks, 3 when an `int8` tensor has per-block scales, else 2.
     pub fn min_version(&self) -> u32 {
         let blocks = self.tensors.iter().any(|t| matches!(t.scheme, Scheme::Int8 { block: Some(_), .. }));
-        if self.tensors.iter().any(|t| t.scheme.super_blocks().is_some()) {
+        let tables = self.tensors.iter().filter_map(|t| t.scheme.coder()).map(|c| c.lane_table.min_version());
+        if let Some(v) = tables.max().filter(|&v| v > 4) {
+            v
+        } else if self.tensors.iter().any(|t| t.scheme.super_blocks().is_some()) {
             4
         } else if blocks {
             3

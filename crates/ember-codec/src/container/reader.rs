@@ -22,6 +22,7 @@ pub struct Container {
     path: PathBuf,
     map: Mmap,
     header: Header,
+    preamble: Preamble,
     index: HashMap<String, usize>,
 }
 
@@ -85,14 +86,16 @@ impl Container {
         if xxh3_64(header_bytes) != pre.header_xxh3 {
             return Err(CodecError::HeaderChecksum { path, offset: pre.header_offset });
         }
-        let header: Header = serde_json::from_slice(header_bytes)
+        let json = super::index::header_json(&pre, header_bytes)
+            .map_err(|reason| CodecError::BadHeader { path: path.clone(), reason })?;
+        let header: Header = serde_json::from_slice(&json)
             .map_err(|e| CodecError::BadHeader { path: path.clone(), reason: e.to_string() })?;
         header.validate_version(file_len, pre.version).map_err(|(tensor, reason)| match tensor {
             Some(tensor) => CodecError::BadTensor { path: path.clone(), tensor, reason },
             None => CodecError::BadHeader { path: path.clone(), reason },
         })?;
         let index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(Self { path, map, header, index })
+        Ok(Self { path, map, header, preamble: pre, index })
     }
 
     /// The file's path.
@@ -123,9 +126,30 @@ impl Container {
             .ok_or_else(|| CodecError::Usage(format!("{}: no tensor named `{name}`", self.path.display())))
     }
 
-    /// Bytes a tensor's entry takes in the JSON header (its share of the index).
-    pub fn header_bytes_of(&self, t: &TensorEntry) -> u64 {
+    /// Bytes a tensor's entry takes in the JSON header, uncompressed.
+    pub fn header_json_bytes_of(&self, t: &TensorEntry) -> u64 {
         serde_json::to_vec(t).map_or(0, |v| v.len() as u64)
+    }
+
+    /// Bytes a tensor's entry takes in the header as stored: its JSON length, scaled by the
+    /// header's compression ratio when the header is compressed (format version 5), so the
+    /// entries of a file add up to its stored header.
+    pub fn header_bytes_of(&self, t: &TensorEntry) -> u64 {
+        let json = self.header_json_bytes_of(t);
+        match self.preamble.header_json_len {
+            0 => json,
+            total => (json as u128 * self.preamble.header_len as u128 / total as u128) as u64,
+        }
+    }
+
+    /// The header's length as stored in the file (compressed in format version 5).
+    pub fn header_stored_len(&self) -> u64 {
+        self.preamble.header_len
+    }
+
+    /// The file's preamble.
+    pub fn preamble(&self) -> &Preamble {
+        &self.preamble
     }
 
     fn checked(&self, t: &TensorEntry, part: String, offset: u64, len: u64, xxh3: u64) -> Result<&[u8]> {

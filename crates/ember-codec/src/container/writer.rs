@@ -1,6 +1,6 @@
 //! Streaming, atomic writer: tensors go to a temporary file in the target's folder as they are
-//! encoded; `finish` appends the header, fills in the preamble, fsyncs and renames. A run killed
-//! at any point leaves the target name untouched.
+//! encoded; `finish` appends the header (zstd-compressed unless asked not to), fills in the
+//! preamble, fsyncs and renames. A run killed at any point leaves the target name untouched.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -10,7 +10,10 @@ use tempfile::NamedTempFile;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::header::align_data;
-use super::{BlobRef, Header, Preamble, TensorEntry, TileRef, PREAMBLE_LEN};
+use super::index::encode_header;
+use super::{
+    BlobRef, Header, Preamble, TensorEntry, TileRef, COMPRESSED_HEADER_VERSION, FLAG_HEADER_ZSTD, PREAMBLE_LEN,
+};
 use crate::schemes::EncodedTensor;
 use crate::{CodecError, Result};
 
@@ -34,6 +37,7 @@ pub struct ContainerWriter {
     out: BufWriter<File>,
     pos: u64,
     header: Header,
+    compress_header: bool,
 }
 
 impl ContainerWriter {
@@ -53,7 +57,14 @@ impl ContainerWriter {
         let file = tmp.reopen().map_err(|e| CodecError::io(&path, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&[0u8; PREAMBLE_LEN]).map_err(|e| CodecError::io(&path, e))?;
-        Ok(Self { path, tmp, out, pos: PREAMBLE_LEN as u64, header: Header::default() })
+        Ok(Self { path, tmp, out, pos: PREAMBLE_LEN as u64, header: Header::default(), compress_header: true })
+    }
+
+    /// Stores the header as plain JSON instead of zstd-compressed: the file then carries the
+    /// lowest version its tensors need (2, 3 or 4) and reads in builds that predate version 5.
+    pub fn plain_header(&mut self) -> &mut Self {
+        self.compress_header = false;
+        self
     }
 
     /// Records a metadata key (e.g. the source file).
@@ -109,15 +120,22 @@ impl ContainerWriter {
     /// Writes the header and the preamble, syncs, and renames the file into place.
     /// Returns the file's length.
     pub fn finish(mut self) -> Result<u64> {
-        let header = serde_json::to_vec(&self.header)
+        let json = serde_json::to_vec(&self.header)
             .map_err(|e| CodecError::BadHeader { path: self.path.clone(), reason: e.to_string() })?;
+        let (header, flags, header_json_len) =
+            encode_header(json, self.compress_header).map_err(|e| CodecError::io(&self.path, e))?;
         let header_offset = self.write_at_alignment(&header, true)?;
+        let version = match flags & FLAG_HEADER_ZSTD {
+            0 => self.header.min_version(),
+            _ => self.header.min_version().max(COMPRESSED_HEADER_VERSION),
+        };
         let preamble = Preamble {
-            version: self.header.min_version(),
-            flags: 0,
+            version,
+            flags,
             header_offset,
             header_len: header.len() as u64,
             header_xxh3: xxh3_64(&header),
+            header_json_len,
         };
         let io = |e| CodecError::io(&self.path, e);
         self.out.flush().map_err(io)?;

@@ -63,8 +63,8 @@ pub struct EncodeOptions {
     /// gets: one with small tiles is coded with fewer, see `min_symbols_per_lane`.
     pub lanes: u32,
     /// A tensor whose largest tile would give a lane fewer symbols than this is coded with
-    /// fewer lanes (halved, down to 8 or `lanes`, whichever is less): each lane costs its state
-    /// and table entry (6 bytes) in every tile, which a small tile does not earn back, and the
+    /// fewer lanes (halved, down to 2 or `lanes`, whichever is less): each lane costs its state
+    /// and table entry (5–6 bytes) in every tile, which a small tile does not earn back, and the
     /// CPU decoder needs many lanes only to hide its latency on long tiles. 0 keeps exactly
     /// `lanes`.
     pub min_symbols_per_lane: u32,
@@ -77,6 +77,9 @@ pub struct EncodeOptions {
     /// `lossless`: store a tensor as `raw` when coding would not make it smaller (tiny norms and
     /// biases, whose lane states and table outweigh what coding saves). Still bit-exact.
     pub raw_if_smaller: bool,
+    /// Tiles may store their lane word counts in 8 bits over a base (format version 5); off,
+    /// tiles keep the 16-bit counts that builds reading versions 2–4 understand.
+    pub counts8: bool,
 }
 
 impl Default for EncodeOptions {
@@ -89,6 +92,7 @@ impl Default for EncodeOptions {
             int4_block: 32,
             int4_asymmetric: false,
             raw_if_smaller: true,
+            counts8: true,
         }
     }
 }
@@ -391,21 +395,33 @@ pub(crate) fn code_tiles(
     let table = FrequencyTable::from_counts(counts, opts.prob_bits)?;
     let largest = spans.iter().map(|s| s.count).max().unwrap_or(0);
     let lanes = lanes_for(opts.lanes, largest, opts.min_symbols_per_lane) as usize;
-    // Version 2: 16-bit lane word counts whenever every tile allows them (always, for tiles of
-    // up to 65 535 elements per lane).
-    let lane_table = if spans.iter().all(|s| LaneTable::Counts16.fits(s.count, lanes as u64)) {
-        LaneTable::Counts16
-    } else {
-        LaneTable::Ends32
-    };
-    let tiles = spans
+    let coded: Vec<_> = spans
         .par_iter()
         .map(|&span| {
             let ts = tile_symbols(span);
             let streams = encode_lanes(&ts.symbols, lanes, &table);
             let (ends, words) = streams.concat_words();
-            (span, write_coded_tile(&streams.states, &ends, &ts.raw, &words, lane_table))
+            (span, streams.states, ends, ts.raw, words)
         })
+        .collect();
+    // The smallest lane table every tile allows: 8-bit counts over a base (version 5) where
+    // the lanes' word counts stay within 255 of each other, else 16-bit counts (version 2),
+    // else 32-bit ends.
+    let lane_table = coded
+        .iter()
+        .map(|(_, _, ends, _, _)| {
+            let counts: Vec<u32> = ends.iter().scan(0u32, |prev, &e| Some(e - std::mem::replace(prev, e))).collect();
+            LaneTable::smallest_for(&counts, opts.counts8)
+        })
+        .max_by_key(|t| match t {
+            LaneTable::Counts8 => 0,
+            LaneTable::Counts16 => 1,
+            LaneTable::Ends32 => 2,
+        })
+        .unwrap_or(LaneTable::Counts16);
+    let tiles = coded
+        .into_par_iter()
+        .map(|(span, states, ends, raw, words)| (span, write_coded_tile(&states, &ends, &raw, &words, lane_table)))
         .collect();
     Ok((
         RansParams { lanes: lanes as u32, prob_bits: opts.prob_bits, freqs: table.freqs().to_vec(), lane_table },
@@ -414,11 +430,15 @@ pub(crate) fn code_tiles(
 }
 
 /// The lanes a tensor whose largest tile holds `largest` elements is coded with: `max`, halved
-/// (down to 8) while a lane would decode fewer than `min_per_lane` symbols
+/// (down to [`MIN_LANES`]) while a lane would decode fewer than `min_per_lane` symbols
 /// ([`EncodeOptions::min_symbols_per_lane`]).
+/// The fewest lanes the encoder halves down to: a GPU cube writes 16-bit values in pairs of
+/// lanes, and each lane more costs 6 bytes per tile, which on a 384-element norm is 5%.
+const MIN_LANES: u32 = 2;
+
 fn lanes_for(max: u32, largest: u64, min_per_lane: u32) -> u32 {
     let mut lanes = max;
-    while lanes > 8 && largest < u64::from(lanes) * u64::from(min_per_lane) {
+    while lanes > MIN_LANES && largest < u64::from(lanes) * u64::from(min_per_lane) {
         lanes /= 2;
     }
     lanes
@@ -453,13 +473,15 @@ mod tests {
     use super::lanes_for;
 
     #[test]
-    fn small_tiles_get_fewer_lanes_but_never_fewer_than_eight_or_asked() {
+    fn small_tiles_get_fewer_lanes_but_never_fewer_than_two_or_asked() {
         assert_eq!(lanes_for(64, 1 << 17, 1024), 64);
         assert_eq!(lanes_for(64, 65_536, 1024), 64);
         assert_eq!(lanes_for(64, 65_535, 1024), 32);
-        assert_eq!(lanes_for(64, 384, 1024), 8);
-        assert_eq!(lanes_for(64, 0, 1024), 8);
-        assert_eq!(lanes_for(4, 10, 1024), 4);
+        assert_eq!(lanes_for(64, 8192, 1024), 8);
+        assert_eq!(lanes_for(64, 384, 1024), 2);
+        assert_eq!(lanes_for(64, 0, 1024), 2);
+        assert_eq!(lanes_for(4, 10, 1024), 2);
+        assert_eq!(lanes_for(1, 10, 1024), 1);
         assert_eq!(lanes_for(1024, 1 << 22, 1024), 1024);
         assert_eq!(lanes_for(32, 10, 0), 32);
     }
