@@ -32,8 +32,11 @@ pub fn rows_cols(shape: &[u64]) -> (u64, u64) {
     n.checked_div(cols).map_or((0, 0), |rows| (rows, cols))
 }
 
-/// Cuts a tensor of `shape` into row-aligned tiles of about `tile_elems` elements; pieces of a
-/// row that is longer than `tile_elems` are multiples of `align` elements.
+/// Cuts a tensor of `shape` into row-aligned tiles of at most `tile_elems` elements; pieces of a
+/// row that is longer than `tile_elems` are multiples of `align` elements. Whole-row tiles take
+/// as equal a share of the rows as the count of tiles allows (a 384-row matrix in two tiles of
+/// 192 rows, not 341 and 43), so threads and GPU workgroups that take a tile each finish
+/// together.
 pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
     let (rows, cols) = rows_cols(shape);
     let tile_elems = tile_elems.clamp(1, MAX_TILE_ELEMS);
@@ -42,7 +45,8 @@ pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
         return tiles;
     }
     if cols <= tile_elems {
-        let rows_per_tile = (tile_elems / cols).max(1);
+        let most = (tile_elems / cols).max(1);
+        let rows_per_tile = rows.div_ceil(rows.div_ceil(most));
         let mut r = 0;
         while r < rows {
             let take = rows_per_tile.min(rows - r);
