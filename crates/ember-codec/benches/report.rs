@@ -1,8 +1,9 @@
 //! Codec report: ratio, entropy bound, encode/decode GB/s on one thread and on all threads,
 //! and `zstd` on the same bytes in the same run (so the speed ratio holds on any machine).
 //!
-//! `cargo bench -p ember-codec --bench report -- [--json] [--rows R] [--cols C] [--reps N]`
-//! GB/s are of original (decoded) bytes.
+//! `cargo bench -p ember-codec --bench report -- [--json] [--rows R] [--cols C] [--reps N] [--only SCHEME]`
+//! GB/s are of original (source) bytes; `output_gbps_1t` is of the bytes the decoder writes
+//! (the quantised schemes decode to f32: twice a BF16 source's bytes).
 
 mod common;
 
@@ -32,6 +33,8 @@ fn main() {
     let rows = arg("--rows", 2048);
     let cols = arg("--cols", 4096);
     let reps = arg("--reps", 5);
+    let args: Vec<String> = std::env::args().collect();
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let threads = rayon::current_num_threads();
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("thread pool");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -46,6 +49,9 @@ fn main() {
     ];
     let mut results = Vec::new();
     for (label, dtype, bytes, scheme) in &cases {
+        if only.as_deref().is_some_and(|o| o != scheme.name()) {
+            continue;
+        }
         let opts = EncodeOptions::default();
         let gb = bytes.len() as f64 / 1e9;
         let encode_1t = best_of(reps.min(3), || {
@@ -76,6 +82,7 @@ fn main() {
             "over_bound_pct": 100.0 * (compressed as f64 / t.entropy_bound_bytes as f64 - 1.0),
             "encode_gbps_1t": gb / encode_1t, "encode_gbps_all": gb / encode_nt,
             "decode_gbps_1t": gb / decode_1t, "decode_gbps_all": gb / decode_nt,
+            "output_gbps_1t": out.len() as f64 / 1e9 / decode_1t,
         });
         if *scheme == SchemeKind::Lossless {
             for level in [3, 19] {
