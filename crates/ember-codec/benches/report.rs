@@ -109,7 +109,7 @@ fn main() {
         "benchmark": "ember-codec report",
         "machine": format!("{machine}, {threads} threads"),
         "commit": option_env!("EMBER_COMMIT").unwrap_or("unknown"),
-        "command": "cargo bench -p ember-codec --bench report -- --json",
+        "command": format!("cargo bench -p ember-codec --bench report -- {}", args[1..].iter().filter(|a| *a != "--bench").cloned().collect::<Vec<_>>().join(" ")),
         "threads": threads, "rows": rows, "cols": cols, "reps": reps,
         "data": "llama-like synthetic weights (Gaussian, per-row std 0.012-0.028, 0.1% 8x outliers), seed 42",
         "results": results });
