@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::cpu::{axpy, dots_into, simd_ok, CpuPath, SEG};
 use super::op::Orientation;
+use super::scratch::{recycle, take_zeroed};
 use crate::error::KernelError;
 
 /// A matrix kept as the entropy-coded tiles of an opened container (CPU path).
@@ -46,6 +47,12 @@ struct Scratch {
     bytes: Vec<u8>,
     decoder: Vec<u8>,
     values: Vec<f32>,
+}
+
+thread_local! {
+    /// Each thread's tile buffers, kept between products (a tile's are about 1 MiB, allocated
+    /// afresh per product they cost page faults, see `super::scratch`).
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
 impl CodedTiles {
@@ -152,9 +159,74 @@ impl CodedTiles {
         assert_eq!(x.len(), m * inputs, "activations are m × {inputs}");
         // `RowsAreOutputs` sums into `rows × m` (each stored row's `m` outputs side by side),
         // `RowsAreInputs` into `m × cols`.
-        let tile = |(mut acc, mut s): (Vec<f32>, Scratch), i: usize| {
-            self.decode_or_panic(&dec, i, &mut s);
-            let t = self.entry.tiles[i];
+        let tile = |mut acc: Vec<f32>, i: usize| {
+            SCRATCH.with(|cell| {
+                // Taken out (not borrowed) so that a nested product on this thread gets its own.
+                let mut s = cell.take();
+                self.tile_into(&dec, i, &mut s, &mut acc, x, m, orientation, simd);
+                cell.replace(s);
+            });
+            acc
+        };
+        let tiles = self.entry.tiles.len();
+        let fresh = || take_zeroed(m * outputs);
+        let acc = if tiles < 2 || rayon::current_num_threads() == 1 {
+            (0..tiles).fold(fresh(), tile)
+        } else {
+            (0..tiles)
+                .into_par_iter()
+                .fold(fresh, tile)
+                .reduce_with(|mut a, b| {
+                    // A `+0.0` is an output the other part never touched: skipping it keeps a
+                    // `-0.0` sum as it is, so a product whose rows each lie in one tile is bit
+                    // for bit the serial one.
+                    a.iter_mut().zip(&b).for_each(|(a, &b)| {
+                        if b.to_bits() != 0 {
+                            *a = if a.to_bits() == 0 { b } else { *a + b };
+                        }
+                    });
+                    recycle(b);
+                    a
+                })
+                .unwrap_or_else(|| take_zeroed(m * outputs))
+        };
+        let mut y = match orientation {
+            Orientation::RowsAreOutputs => {
+                let mut y = Vec::with_capacity(m * rows);
+                for i in 0..m {
+                    y.extend((0..rows).map(|r| acc[r * m + i]));
+                }
+                recycle(acc);
+                y
+            }
+            Orientation::RowsAreInputs => acc,
+        };
+        if let Some(b) = bias {
+            assert_eq!(b.len(), outputs, "one bias per output");
+            for row in y.chunks_mut(outputs.max(1)) {
+                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            }
+        }
+        y
+    }
+
+    /// Tile `i` decoded into `s` and multiplied into `acc` (see [`Self::matmul`]).
+    #[allow(clippy::too_many_arguments)]
+    fn tile_into(
+        &self,
+        dec: &TensorDecoder<'_>,
+        i: usize,
+        s: &mut Scratch,
+        acc: &mut [f32],
+        x: &[f32],
+        m: usize,
+        orientation: Orientation,
+        simd: bool,
+    ) {
+        let (rows, cols) = (self.rows, self.cols);
+        self.decode_or_panic(dec, i, s);
+        let t = self.entry.tiles[i];
+        {
             for_each_row_piece(t.start as usize, t.count as usize, cols, |r, c, k, n| {
                 let values = &s.values[k..k + n];
                 match orientation {
@@ -176,49 +248,7 @@ impl CodedTiles {
                     }
                 }
             });
-            (acc, s)
-        };
-        let tiles = self.entry.tiles.len();
-        let fresh = || (vec![0f32; m * outputs], Scratch::default());
-        let acc = if tiles < 2 || rayon::current_num_threads() == 1 {
-            (0..tiles).fold(fresh(), tile).0
-        } else {
-            (0..tiles)
-                .into_par_iter()
-                .fold(fresh, tile)
-                .map(|(acc, _)| acc)
-                .reduce_with(|mut a, b| {
-                    // A `+0.0` is an output the other part never touched: skipping it keeps a
-                    // `-0.0` sum as it is, so a product whose rows each lie in one tile is bit
-                    // for bit the serial one.
-                    a.iter_mut().zip(&b).for_each(|(a, &b)| {
-                        if b.to_bits() != 0 {
-                            *a = if a.to_bits() == 0 { b } else { *a + b };
-                        }
-                    });
-                    a
-                })
-                .unwrap_or_else(|| vec![0f32; m * outputs])
-        };
-        let mut y = match orientation {
-            Orientation::RowsAreOutputs => {
-                let mut y = vec![0f32; m * rows];
-                for r in 0..rows {
-                    for i in 0..m {
-                        y[i * rows + r] = acc[r * m + i];
-                    }
-                }
-                y
-            }
-            Orientation::RowsAreInputs => acc,
-        };
-        if let Some(b) = bias {
-            assert_eq!(b.len(), outputs, "one bias per output");
-            for row in y.chunks_mut(outputs.max(1)) {
-                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
-            }
         }
-        y
     }
 
     /// Stored rows `ids` decoded to f32, row-major `ids.len() × cols` (an embedding lookup):
@@ -231,7 +261,8 @@ impl CodedTiles {
         let dec = self.decoder();
         let mut s = Scratch::default();
         let mut held = None;
-        let mut out = vec![0f32; ids.len() * cols];
+        // From the pool: a fresh zeroed allocation of this size costs page faults.
+        let mut out = take_zeroed(ids.len() * cols);
         for (o, &r) in out.chunks_mut(cols.max(1)).zip(ids) {
             let (first, last) = (r * cols, (r + 1) * cols);
             let mut i = self.entry.tiles.partition_point(|t| t.start + t.count <= first as u64);

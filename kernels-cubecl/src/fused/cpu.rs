@@ -391,9 +391,14 @@ const ROW_BLOCK: usize = 4;
 /// run in `dots_into`'s order, segment by segment, so both give the same bits.
 #[cfg(target_arch = "x86_64")]
 fn blocked_rows(w: &dyn RowSource, r0: usize, out: &mut [f32], x: &[f32], m: usize) {
+    super::scratch::with_zeroed(ROW_BLOCK * w.cols(), |buf| blocked_rows_in(w, r0, out, x, m, buf));
+}
+
+/// [`blocked_rows`] with its decode buffer (`ROW_BLOCK · cols` values).
+#[cfg(target_arch = "x86_64")]
+fn blocked_rows_in(w: &dyn RowSource, r0: usize, out: &mut [f32], x: &[f32], m: usize, buf: &mut [f32]) {
     let cols = w.cols();
     let rows = out.len() / m;
-    let mut buf = vec![0f32; ROW_BLOCK * cols];
     let mut dr = 0;
     while dr < rows {
         let rb = (rows - dr).min(ROW_BLOCK);
@@ -466,7 +471,6 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
     let prep = if batch1 { w.prepare(x, simd) } else { Prepared::default() };
     let chunk = (TASK_WEIGHTS / cols.max(1)).clamp(1, rows.max(1));
     // Outputs computed transposed (`rows × m`) so that each task owns a contiguous slice.
-    let mut yt = vec![0f32; rows * m];
     #[cfg(target_arch = "x86_64")]
     let blocked = simd && !batch1 && m >= 2;
     let task = |(t, out): (usize, &mut [f32])| {
@@ -494,16 +498,24 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
             }
         }
     };
-    if serial(rows * cols) {
-        yt.chunks_mut(chunk * m.max(1)).enumerate().for_each(task);
-    } else {
-        yt.par_chunks_mut(chunk * m.max(1)).enumerate().for_each(task);
-    }
-    let mut y = vec![0f32; m * rows];
-    for r in 0..rows {
-        let b = bias.map_or(0.0, |b| b[r]);
-        for i in 0..m {
-            y[i * rows + r] = yt[r * m + i] + b;
+    super::scratch::with_zeroed(rows * m, |yt| {
+        if serial(rows * cols) {
+            yt.chunks_mut(chunk * m.max(1)).enumerate().for_each(task);
+        } else {
+            yt.par_chunks_mut(chunk * m.max(1)).enumerate().for_each(task);
+        }
+        transposed_plus_bias(yt, m, rows, bias)
+    })
+}
+
+/// `y[i·rows + r] = yt[r·m + i] + bias[r]`: the `m × rows` result of a product summed as
+/// `rows × m`. Collected, not zeroed and then written: every value is written once.
+fn transposed_plus_bias(yt: &[f32], m: usize, rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let mut y = Vec::with_capacity(m * rows);
+    for i in 0..m {
+        match bias {
+            Some(b) => y.extend((0..rows).map(|r| yt[r * m + i] + b[r])),
+            None => y.extend((0..rows).map(|r| yt[r * m + i] + 0.0)),
         }
     }
     y
@@ -523,7 +535,7 @@ pub fn matmul_w(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, pa
     let task = |t: usize| {
         let c0 = t * width;
         let c1 = (c0 + width).min(cols);
-        let mut acc = vec![0f32; m * (c1 - c0)];
+        let mut acc = super::scratch::take_zeroed(m * (c1 - c0));
         let mut seg = [0f32; SEG];
         for r in 0..rows {
             let mut c = c0;
@@ -542,13 +554,16 @@ pub fn matmul_w(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, pa
     let tasks = 0..cols.div_ceil(width);
     let parts: Vec<(usize, Vec<f32>)> =
         if serial(rows * cols) { tasks.map(task).collect() } else { tasks.into_par_iter().map(task).collect() };
-    let mut y = vec![0f32; m * cols];
-    for (c0, acc) in parts {
-        let w = acc.len() / m.max(1);
-        for i in 0..m {
-            y[i * cols + c0..i * cols + c0 + w].copy_from_slice(&acc[i * w..(i + 1) * w]);
+    // The parts are in column order: row `i` of `y` is row `i` of each part in turn, so `y` is
+    // collected (every value written once) rather than zeroed and then written.
+    let mut y = Vec::with_capacity(m * cols);
+    for i in 0..m {
+        for (_, acc) in &parts {
+            let w = acc.len() / m.max(1);
+            y.extend_from_slice(&acc[i * w..(i + 1) * w]);
         }
     }
+    parts.into_iter().for_each(|(_, acc)| super::scratch::recycle(acc));
     if let Some(b) = bias {
         for row in y.chunks_mut(cols.max(1)) {
             row.iter_mut().zip(b).for_each(|(y, b)| *y += b);

@@ -18,3 +18,4 @@ pub mod coded;
 pub mod cpu;
 pub mod form;
 pub mod op;
+pub(crate) mod scratch;

@@ -200,7 +200,8 @@ impl FusedWeight {
         }
         match &self.resident {
             Resident::Host(form) => {
-                let mut out = vec![0f32; ids.len() * cols];
+                // From the pool: a fresh zeroed allocation of this size costs page faults.
+                let mut out = super::scratch::take_zeroed(ids.len() * cols);
                 for (o, &r) in out.chunks_mut(cols.max(1)).zip(ids) {
                     let mut c = 0;
                     while c < cols {
