@@ -50,8 +50,8 @@ struct Scratch {
 }
 
 thread_local! {
-    /// Each thread's tile buffers, kept between products (a tile's are about 1 MiB, allocated
-    /// afresh per product they cost page faults, see `super::scratch`).
+    /// Each thread's tile buffers (about 1 MiB for a default tile), kept between products:
+    /// allocated afresh for every product they cost page faults (see `super::scratch`).
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
@@ -226,29 +226,27 @@ impl CodedTiles {
         let (rows, cols) = (self.rows, self.cols);
         self.decode_or_panic(dec, i, s);
         let t = self.entry.tiles[i];
-        {
-            for_each_row_piece(t.start as usize, t.count as usize, cols, |r, c, k, n| {
-                let values = &s.values[k..k + n];
-                match orientation {
-                    Orientation::RowsAreOutputs => {
-                        // In segments that start where the fast-form and dense kernels start
-                        // theirs (every `SEG` columns), so the sums run in their order.
-                        let y = &mut acc[r * m..(r + 1) * m];
-                        let mut j = 0;
-                        while j < n {
-                            let len = ((c + j) / SEG * SEG + SEG - (c + j)).min(n - j);
-                            dots_into(y, &values[j..j + len], x, cols, c + j, simd);
-                            j += len;
-                        }
-                    }
-                    Orientation::RowsAreInputs => {
-                        for i in 0..m {
-                            axpy(&mut acc[i * cols + c..i * cols + c + n], x[i * rows + r], values, simd);
-                        }
+        for_each_row_piece(t.start as usize, t.count as usize, cols, |r, c, k, n| {
+            let values = &s.values[k..k + n];
+            match orientation {
+                Orientation::RowsAreOutputs => {
+                    // In segments that start where the fast-form and dense kernels start
+                    // theirs (every `SEG` columns), so the sums run in their order.
+                    let y = &mut acc[r * m..(r + 1) * m];
+                    let mut j = 0;
+                    while j < n {
+                        let len = ((c + j) / SEG * SEG + SEG - (c + j)).min(n - j);
+                        dots_into(y, &values[j..j + len], x, cols, c + j, simd);
+                        j += len;
                     }
                 }
-            });
-        }
+                Orientation::RowsAreInputs => {
+                    for i in 0..m {
+                        axpy(&mut acc[i * cols + c..i * cols + c + n], x[i * rows + r], values, simd);
+                    }
+                }
+            }
+        });
     }
 
     /// Stored rows `ids` decoded to f32, row-major `ids.len() × cols` (an embedding lookup):

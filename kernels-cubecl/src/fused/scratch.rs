@@ -14,9 +14,10 @@ use std::cell::RefCell;
 /// a task's).
 const KEPT: usize = 4;
 
-/// Largest buffer kept for reuse, in `f32`s (64 MiB): a larger one is an unusual product (a big
-/// batch), and holding it would cost more memory than its allocation costs time.
-const KEPT_MAX: usize = 16 << 20;
+/// Largest buffer kept for reuse, in `f32`s (16 MiB, so a thread keeps at most 64 MiB): a
+/// larger one is an unusual product (a big batch), and holding it would cost more memory than
+/// its allocation costs time.
+const KEPT_MAX: usize = 4 << 20;
 
 thread_local! {
     static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
