@@ -2,7 +2,8 @@
 //! read once per step for all of them (what a server needs: sequences join and leave at token
 //! boundaries, each at its own position).
 //!
-//! A sequence is prefilled alone into a [`KvCache`], then [`BatchCache::push`]ed into the batch.
+//! A sequence is prefilled alone into a [`KvCache`] and [`BatchCache::push`]ed into the batch, or
+//! several are prefilled together ([`Llama::prefill_rows`]) and [`BatchCache::append`]ed.
 //! The batch holds each layer's keys and values as one `[rows, kv_heads, width, head_dim]`
 //! tensor, every row right-aligned: row `r`'s `len(r)` positions fill the last `len(r)` columns
 //! and the columns before them are padding that the per-row mask hides. RoPE rotates each row at
@@ -52,11 +53,30 @@ impl BatchCache {
     pub fn push(&mut self, seq: &KvCache) {
         assert!(!seq.is_empty(), "push a prefilled sequence");
         assert_eq!(self.layers.len(), seq.num_layers(), "layer count");
-        let len = seq.len();
-        let width = self.width.max(len);
-        for (i, slot) in self.layers.iter_mut().enumerate() {
-            let (k, v) = seq.layer(i).cloned().expect("a prefilled layer");
-            assert_eq!(k.dims()[0], 1, "one sequence");
+        let layers = (0..seq.num_layers())
+            .map(|i| {
+                let kv = seq.layer(i).cloned().expect("a prefilled layer");
+                assert_eq!(kv.0.dims()[0], 1, "one sequence");
+                Some(kv)
+            })
+            .collect();
+        self.append(BatchCache { layers, lens: vec![seq.len()], width: seq.len() });
+    }
+
+    /// Moves every row of `other` (a batch of the same model, e.g. from
+    /// [`Llama::prefill_rows`]) after this batch's rows; the shorter of the two is padded on
+    /// the left.
+    ///
+    /// # Panics
+    /// If the two were made for different numbers of layers.
+    pub fn append(&mut self, other: BatchCache) {
+        assert_eq!(self.layers.len(), other.layers.len(), "layer count");
+        if other.is_empty() {
+            return;
+        }
+        let width = self.width.max(other.width);
+        for (slot, theirs) in self.layers.iter_mut().zip(other.layers) {
+            let (k, v) = theirs.expect("every layer of a non-empty batch holds its rows");
             let (k, v) = (left_pad(k, width), left_pad(v, width));
             *slot = Some(match slot.take() {
                 None => (k, v),
@@ -65,7 +85,7 @@ impl BatchCache {
                 }
             });
         }
-        self.lens.push(len);
+        self.lens.extend(other.lens);
         self.width = width;
     }
 
@@ -122,10 +142,41 @@ impl Llama {
         assert_eq!(tokens.len(), cache.rows(), "one token per row");
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [cache.rows(), 1]), device);
-        let pass = self.rows_pass(&cache.lens, cache.width + 1, device);
+        let totals: Vec<usize> = cache.lens.iter().map(|l| l + 1).collect();
+        let pass = self.rows_pass(&totals, 1, cache.width + 1, device);
         let hidden = self.run_blocks(tokens, &pass, cache);
-        cache.lens.iter_mut().for_each(|l| *l += 1);
+        cache.lens = totals;
         cache.width += 1;
         self.logits(hidden)
+    }
+
+    /// Prefills several prompts in one pass, each its own sequence: the logits of every
+    /// prompt's last position, `[prompts, 1, vocab]`, and a batch whose row `r` holds
+    /// `prompts[r]` (ready for [`BatchCache::append`] and [`Llama::forward_rows`]).
+    ///
+    /// The prompts are right-aligned in `[prompts, longest]` tokens; shorter ones are padded on
+    /// the left, and the masks keep each prompt to its own positions, so a prompt gets the
+    /// logits it gets alone. Each weight is read once for all of them, where prefilling them
+    /// one by one reads it once per prompt. Padding costs compute: group prompts of similar
+    /// lengths.
+    ///
+    /// # Panics
+    /// If `prompts` or one of them is empty.
+    pub fn prefill_rows(&self, prompts: &[&[u32]], device: &Device) -> (Tensor<3>, BatchCache) {
+        assert!(!prompts.is_empty(), "no prompt to prefill");
+        assert!(prompts.iter().all(|p| !p.is_empty()), "an empty prompt");
+        let width = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let ids: Vec<i32> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(0, width - p.len()).chain(p.iter().map(|&t| t as i32)))
+            .collect();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [prompts.len(), width]), device);
+        let lens: Vec<usize> = prompts.iter().map(|p| p.len()).collect();
+        let pass = self.rows_pass(&lens, width, width, device);
+        let mut cache = BatchCache::new(self.layers.len());
+        let hidden = self.run_blocks(tokens, &pass, &mut cache);
+        cache.lens = lens;
+        cache.width = width;
+        (self.logits(hidden.narrow(1, width - 1, 1)), cache)
     }
 }

@@ -48,15 +48,15 @@ impl RopeAngles {
         RopeAngles { cos: tensor(cos), sin: tensor(sin) }
     }
 
-    /// Angles for one new token per row, row `r` at position `positions[r]`:
-    /// `[rows, 1, 1, head_dim/2]`, broadcast over the heads.
-    fn at_positions(inv_freq: &[f32], positions: &[usize], device: &Device) -> Self {
+    /// Angles for `queries` new tokens per row: `positions` holds them row by row (`rows ×
+    /// queries`), giving `[rows, 1, queries, head_dim/2]`, broadcast over the heads.
+    fn at_positions(inv_freq: &[f32], positions: &[usize], queries: usize, device: &Device) -> Self {
         let half = inv_freq.len();
         let angles = || positions.iter().flat_map(|&p| inv_freq.iter().map(move |&f| p as f32 * f));
         let cos: Vec<f32> = angles().map(f32::cos).collect();
         let sin: Vec<f32> = angles().map(f32::sin).collect();
-        let rows = positions.len();
-        let tensor = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [rows, 1, 1, half]), device);
+        let rows = positions.len() / queries.max(1);
+        let tensor = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [rows, 1, queries, half]), device);
         RopeAngles { cos: tensor(cos), sin: tensor(sin) }
     }
 
@@ -472,39 +472,54 @@ impl Llama {
         self.config.sliding_window.filter(|_| self.config.layer_types.contains(&LayerType::Local))
     }
 
-    /// One new token per row, row `r` at position `positions[r]`, its keys at the last
-    /// `positions[r] + 1` of `width` columns once this step's are appended: the pass context
-    /// with per-row angles and masks (left padding and, on local layers, keys beyond the window
-    /// are masked).
-    pub(crate) fn rows_pass(&self, positions: &[usize], width: usize, device: &Device) -> PassContext {
-        let rows = positions.len();
+    /// The pass context of rows that each hold `totals[r]` positions once this pass's keys are
+    /// appended, right-aligned in `width` columns (column `c` of row `r` holds position
+    /// `c − (width − totals[r])`; the columns before are padding), with the last `queries`
+    /// columns this pass's tokens: per-row angles, and masks that hide padding, keys after the
+    /// query (causal) and, on local layers, keys beyond the window.
+    ///
+    /// A query column that is itself padding (a prompt shorter than the others in a prefill)
+    /// sees only its own key, so its output stays finite: its keys and values are never seen by
+    /// a real position, but a NaN there would survive the −∞ of the mask (`NaN − ∞ = NaN`).
+    pub(crate) fn rows_pass(&self, totals: &[usize], queries: usize, width: usize, device: &Device) -> PassContext {
+        let rows = totals.len();
+        let first_query = width - queries;
+        // Query `i` of row `r`: its position, `None` on a padding column.
+        let query_pos = |t: usize, i: usize| (first_query + i).checked_sub(width - t);
         let mask = |window: Option<usize>| {
-            let data: Vec<f32> = positions
+            let data: Vec<f32> = totals
                 .iter()
-                .flat_map(|&p| {
-                    // Column `c` holds position `c - pad`; the row's keys are positions 0..=p.
-                    let pad = width - (p + 1);
-                    (0..width).map(move |c| {
-                        let visible = c >= pad && window.is_none_or(|w| (c - pad) + w > p);
-                        if visible {
-                            0.0
-                        } else {
-                            f32::NEG_INFINITY
-                        }
+                .flat_map(|&t| {
+                    let pad = width - t;
+                    (0..queries).flat_map(move |i| {
+                        let q = first_query + i;
+                        (0..width).map(move |c| {
+                            let visible = match query_pos(t, i) {
+                                None => c == q,
+                                Some(p) => c >= pad && c <= q && window.is_none_or(|w| (c - pad) + w > p),
+                            };
+                            if visible {
+                                0.0
+                            } else {
+                                f32::NEG_INFINITY
+                            }
+                        })
                     })
                 })
                 .collect();
-            // Every key visible (one row, or rows of one length, within the window): no mask to
-            // add in every layer.
+            // Every key visible (one token per row, and rows of one length, within the window):
+            // no mask to add in every layer.
             (data.iter().any(|&v| v != 0.0))
-                .then(|| Tensor::<5>::from_data(TensorData::new(data, [rows, 1, 1, 1, width]), device))
+                .then(|| Tensor::<5>::from_data(TensorData::new(data, [rows, 1, 1, queries, width]), device))
         };
+        let positions: Vec<usize> =
+            totals.iter().flat_map(|&t| (0..queries).map(move |i| query_pos(t, i).unwrap_or(0))).collect();
         PassContext {
-            global_rope: RopeAngles::at_positions(&self.inv_freq, positions, device),
+            global_rope: RopeAngles::at_positions(&self.inv_freq, &positions, queries, device),
             global_mask: mask(None),
             local: self
                 .local_window()
-                .map(|w| (RopeAngles::at_positions(&self.local_inv_freq, positions, device), mask(Some(w)))),
+                .map(|w| (RopeAngles::at_positions(&self.local_inv_freq, &positions, queries, device), mask(Some(w)))),
         }
     }
 

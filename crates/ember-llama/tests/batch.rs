@@ -81,6 +81,53 @@ fn check(fixture: &str) {
     assert!(batch.is_empty());
 }
 
+/// Prompts of different lengths prefilled in one pass, then decoded together and joined by a
+/// sequence prefilled alone: every position's logits are those of the sequence alone.
+fn check_prefilled_together(fixture: &str) {
+    let device = Device::flex();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+    let (model, config) = load_hf_dir(&dir, &device).unwrap();
+    let v = config.vocab_size;
+    let seqs: Vec<Vec<u32>> =
+        (0..4u32).map(|s| (0..16u32).map(|i| (i * 5 + s * 17 + 1) % v as u32).collect()).collect();
+    let prompts = [6usize, 1, 9, 3];
+    let want: Vec<Vec<Vec<f32>>> = seqs.iter().map(|s| alone(&model, &config, s, &device)).collect();
+
+    let group: Vec<&[u32]> = (0..3).map(|s| &seqs[s][..prompts[s]]).collect();
+    let (logits, mut batch) = model.prefill_rows(&group, &device);
+    assert_eq!(logits.dims(), [3, 1, v]);
+    assert_eq!(batch.lens(), &[6, 1, 9]);
+    let logits = logits.into_data().try_to_vec::<f32>().unwrap();
+    for s in 0..3 {
+        let err = close(&logits[s * v..(s + 1) * v], &want[s][prompts[s] - 1]);
+        assert!(err <= 1e-5, "{fixture}: prompt {s} prefilled with others: {err}");
+    }
+    // A later group of one joins the running batch.
+    let (_, late) = model.prefill_rows(&[&seqs[3][..prompts[3]]], &device);
+    batch.append(late);
+    let mut next: Vec<usize> = prompts.to_vec();
+    for _ in 0..5 {
+        let tokens: Vec<u32> = (0..4).map(|s| seqs[s][next[s]]).collect();
+        let logits = model.forward_rows(&tokens, &mut batch, &device).into_data().try_to_vec::<f32>().unwrap();
+        for s in 0..4 {
+            let err = close(&logits[s * v..(s + 1) * v], &want[s][next[s]]);
+            assert!(err <= 1e-5, "{fixture}: sequence {s} position {} after a joint prefill: {err}", next[s]);
+            next[s] += 1;
+        }
+    }
+    assert_eq!(batch.lens(), &[11, 6, 14, 8]);
+}
+
+#[test]
+fn prompts_prefilled_together_match_sequences_alone() {
+    check_prefilled_together("tiny-qwen3");
+}
+
+#[test]
+fn prompts_prefilled_together_match_sequences_alone_through_sliding_windows() {
+    check_prefilled_together("tiny-gemma3");
+}
+
 #[test]
 fn batched_rows_match_sequences_alone() {
     check("tiny-qwen3");

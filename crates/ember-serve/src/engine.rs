@@ -1,7 +1,8 @@
 //! One model's worker: a thread that owns the model and its store and decodes every running
 //! sequence together, one token each per step (so each weight is read once per step for all of
-//! them). Requests join the running batch at a token boundary — prefilled alone, then added as
-//! a row — and leave it when they finish or their client goes away. With nothing running the
+//! them). Requests join the running batch at a token boundary — the prompts that arrived
+//! meanwhile prefilled together, then added as rows — and leave it when they finish or their
+//! client goes away. With nothing running the
 //! worker releases the model's decoded weights, so an idle model holds only its compressed bytes.
 
 use std::sync::atomic::Ordering;
@@ -9,11 +10,11 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use ember::Store;
 use ember_gguf::tokenizer::StreamDecoder;
 use ember_gguf::Tokenizer;
-use ember_llama::{BatchCache, KvCache, Llama, LlamaConfig, Sampler};
+use ember_llama::{BatchCache, Llama, LlamaConfig, Sampler};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::ModelMetrics;
@@ -158,6 +159,7 @@ impl Worker {
         let mut batch = BatchCache::new(self.config.num_hidden_layers);
         let mut rows: Vec<Row<'_>> = Vec::new();
         let mut open = true;
+        let mut arrived: Vec<Job> = Vec::new();
         loop {
             if rows.is_empty() {
                 // Idle: only the compressed bytes stay.
@@ -167,16 +169,19 @@ impl Worker {
                     return;
                 }
                 match jobs.recv() {
-                    Ok(job) => self.admit(job, &tokenizer, &stop_ids, &mut batch, &mut rows),
+                    Ok(job) => arrived.push(job),
                     Err(_) => return,
                 }
             }
-            while open && rows.len() < self.max_batch {
+            while open && rows.len() + arrived.len() < self.max_batch {
                 match jobs.try_recv() {
-                    Ok(job) => self.admit(job, &tokenizer, &stop_ids, &mut batch, &mut rows),
+                    Ok(job) => arrived.push(job),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
+            }
+            if !arrived.is_empty() {
+                self.admit(std::mem::take(&mut arrived), &tokenizer, &stop_ids, &mut batch, &mut rows);
             }
             if rows.is_empty() {
                 continue;
@@ -216,51 +221,152 @@ impl Worker {
         }
     }
 
-    /// Prefills `job` alone, samples its first token and, unless that ends it, adds it to the
+    /// Prefills the prompts of `jobs` (together where their lengths allow, see
+    /// [`prefill_groups`]), samples each one's first token and adds those that go on to the
     /// batch.
     fn admit<'t>(
         &self,
-        job: Job,
+        jobs: Vec<Job>,
         tokenizer: &'t Tokenizer,
         stop_ids: &[u32],
         batch: &mut BatchCache,
         rows: &mut Vec<Row<'t>>,
     ) {
-        self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
-        if job.events.is_closed() {
-            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-            return;
+        let mut live = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            if job.events.is_closed() {
+                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                live.push(job);
+            }
         }
+        let lens: Vec<usize> = live.iter().map(|j| j.prompt_ids.len()).collect();
+        let mut slots: Vec<Option<Job>> = live.into_iter().map(Some).collect();
+        for group in prefill_groups(&lens) {
+            let group: Vec<Job> = group.iter().filter_map(|&i| slots[i].take()).collect();
+            self.prefill(group, tokenizer, stop_ids, batch, rows);
+        }
+    }
+
+    /// Prefills `group` in one pass and adds the sequences that go on after their first token
+    /// as rows of `batch`.
+    fn prefill<'t>(
+        &self,
+        group: Vec<Job>,
+        tokenizer: &'t Tokenizer,
+        stop_ids: &[u32],
+        batch: &mut BatchCache,
+        rows: &mut Vec<Row<'t>>,
+    ) {
         let started = Instant::now();
-        let mut cache = KvCache::new(&self.config);
-        let ids: Vec<i32> = job.prompt_ids.iter().map(|&t| t as i32).collect();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, job.prompt_ids.len()]), &self.device);
-        let logits = self.store.forward(|| self.model.forward_last(tokens, &mut cache));
+        let prompts: Vec<&[u32]> = group.iter().map(|j| j.prompt_ids.as_slice()).collect();
+        let (logits, mut joined) = self.store.forward(|| self.model.prefill_rows(&prompts, &self.device));
         let logits = match logits.into_data().try_to_vec::<f32>() {
             Ok(l) => l,
             Err(e) => {
-                let _ = job.events.send(Event::Failed(format!("cannot read the logits: {e:?}")));
+                for job in group {
+                    let _ = job.events.send(Event::Failed(format!("cannot read the logits: {e:?}")));
+                }
                 return;
             }
         };
-        self.metrics.busy(started.elapsed(), 1);
-        let mut row = Row {
-            stops: StopScanner::new(job.stop.clone()),
-            decoder: tokenizer.stream_decoder(),
-            job,
-            last: 0,
-            generated: 0,
-        };
-        let id = row.job.sampler.sample(&logits);
-        match row.accept(id, stop_ids) {
-            Outcome::Continue => {
-                batch.push(&cache);
-                rows.push(row);
-            }
-            Outcome::Finished => {}
-            Outcome::Cancelled => {
-                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+        self.metrics.busy(started.elapsed(), group.len() as u64);
+        let vocab = self.config.vocab_size;
+        let mut ended = Vec::new();
+        for (i, job) in group.into_iter().enumerate() {
+            let mut row = Row {
+                stops: StopScanner::new(job.stop.clone()),
+                decoder: tokenizer.stream_decoder(),
+                job,
+                last: 0,
+                generated: 0,
+            };
+            let id = row.job.sampler.sample(&logits[i * vocab..(i + 1) * vocab]);
+            match row.accept(id, stop_ids) {
+                Outcome::Continue => rows.push(row),
+                Outcome::Finished => ended.push(i),
+                Outcome::Cancelled => {
+                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                    ended.push(i);
+                }
             }
         }
+        for &i in ended.iter().rev() {
+            joined.remove(i);
+        }
+        batch.append(joined);
+    }
+}
+
+/// Prompt tokens one joint prefill computes at most, padding included: it bounds the pass's
+/// activations and attention scores, which grow with the prompts times the longest squared.
+const PREFILL_TOKENS: usize = 512;
+
+/// Padding positions a joint prefill may compute per prompt it saves a pass for. Each prompt
+/// prefilled with others saves one pass over the weights, which on a CPU core costs about as
+/// much as four more rows of a batched product; a padding position costs a row.
+const PAD_PER_SAVED_PASS: usize = 4;
+
+/// Splits prompts of lengths `lens` into groups prefilled together (indices into `lens`): by
+/// length, each group as large as it can be while its padded size (prompts × longest) stays
+/// within [`PREFILL_TOKENS`] and its padding within [`PAD_PER_SAVED_PASS`] per prompt beyond
+/// the first. A prompt longer than the cap is a group of its own.
+fn prefill_groups(lens: &[usize]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| lens[i]);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut real = 0;
+    for i in order {
+        let len = lens[i];
+        // In length order, `len` is the group's longest once it joins.
+        let joins = groups.last().is_some_and(|g| {
+            let padded = (g.len() + 1) * len;
+            padded <= PREFILL_TOKENS && padded - (real + len) <= PAD_PER_SAVED_PASS * g.len()
+        });
+        match groups.last_mut() {
+            Some(g) if joins => {
+                g.push(i);
+                real += len;
+            }
+            _ => {
+                groups.push(vec![i]);
+                real = len;
+            }
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefill_groups_bound_padding_and_size_and_keep_every_prompt() {
+        for lens in [
+            vec![],
+            vec![7],
+            vec![5, 6, 5, 7, 4, 6, 5, 5, 6, 7, 5, 4, 6, 5, 5, 6],
+            vec![1, 100, 2, 90, 3, 600, 40, 41, 42],
+            vec![30; 40],
+        ] {
+            let groups = prefill_groups(&lens);
+            let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..lens.len()).collect::<Vec<_>>(), "{lens:?}");
+            for g in &groups {
+                let longest = g.iter().map(|&i| lens[i]).max().unwrap_or(0);
+                let real: usize = g.iter().map(|&i| lens[i]).sum();
+                if g.len() > 1 {
+                    assert!(g.len() * longest <= PREFILL_TOKENS, "{lens:?}: {g:?}");
+                    assert!(g.len() * longest - real <= PAD_PER_SAVED_PASS * (g.len() - 1), "{lens:?}: {g:?}");
+                }
+            }
+        }
+        // Similar short prompts share one pass; very different lengths do not.
+        assert_eq!(prefill_groups(&[5, 6, 5, 7]).len(), 1);
+        assert_eq!(prefill_groups(&[1, 100]).len(), 2);
+        assert_eq!(prefill_groups(&[30; 40]).len(), 3);
     }
 }
