@@ -17,7 +17,8 @@ Only the standard library: requests are plain HTTP with server-sent events. Set
 results use one thread, so another process on the machine does not stall its products.
 
 usage: python3 benches/serve/bench.py --bin target/release/ember-serve
-           [--tokens 32] [--repeats 3] [--schemes lossless,int8] [--forms fast,coded] [--out benches/results/cpu-serve-three-models.json]
+           [--tokens 32] [--repeats 3] [--schemes lossless,int8] [--forms fast,coded] [--phases one,three]
+           [--out benches/results/cpu-serve-three-models.json]
 """
 
 import argparse
@@ -149,6 +150,26 @@ async def wave(server, jobs, tokens):
             "ttft_p50_s": pct(ttft, 50), "ttft_p95_s": pct(ttft, 95)}
 
 
+def one_model(a):
+    """One model (SmolLM2-135M, lossless), 1/4/16 concurrent sequences."""
+    s = Server(a.bin, [("smollm2", SMOLLM2)], "lossless")
+    try:
+        asyncio.run(wave(s, [("smollm2", PROMPTS[0])], 4))  # warm-up
+        # Interleaved repeats; each row is the median wave by tokens/s, the rest kept as samples.
+        levels = (1, 4, 16)
+        rows = [[] for _ in levels]
+        for _ in range(a.repeats):
+            for row, c in zip(rows, levels):
+                row.append(asyncio.run(wave(s, [("smollm2", PROMPTS[i % 4]) for i in range(c)], a.tokens)))
+        for i, waves in enumerate(rows):
+            waves.sort(key=lambda w: w["tokens_per_s"])
+            rows[i] = dict(waves[len(waves) // 2], samples_tokens_per_s=[w["tokens_per_s"] for w in waves])
+        return {"model": "SmolLM2-135M-Instruct (lossless)", "rows": rows,
+                "batch16_vs_batch1": rows[2]["tokens_per_s"] / rows[0]["tokens_per_s"]}
+    finally:
+        s.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -156,6 +177,8 @@ def main():
     ap.add_argument("--schemes", default="lossless,int8")
     ap.add_argument("--forms", default="fast,coded", help="what the fused products read (ember-serve --form)")
     ap.add_argument("--repeats", type=int, default=3, help="waves per concurrency level (median reported)")
+    ap.add_argument("--phases", default="one,three",
+                    help="one: one model at 1/4/16 streams; three: three models on one budget")
     ap.add_argument("--out")
     a = ap.parse_args()
     report = {"benchmark": "ember-serve on the CPU path", "command": " ".join(sys.argv),
@@ -165,29 +188,15 @@ def main():
               # The server's worker threads: its rayon pool (RAYON_NUM_THREADS when set).
               "threads": int(os.environ.get("RAYON_NUM_THREADS") or os.cpu_count())}
 
-    # One model, 1/4/16 concurrent sequences.
-    s = Server(a.bin, [("smollm2", SMOLLM2)], "lossless")
-    try:
-        asyncio.run(wave(s, [("smollm2", PROMPTS[0])], 4))  # warm-up
-        rows = []
-        for c in (1, 4, 16):
-            # Interleaved repeats; the row is the median wave by tokens/s, the rest kept as samples.
-            rows.append([])
-        for _ in range(a.repeats):
-            for row, c in zip(rows, (1, 4, 16)):
-                row.append(asyncio.run(wave(s, [("smollm2", PROMPTS[i % 4]) for i in range(c)], a.tokens)))
-        for i, waves in enumerate(rows):
-            waves.sort(key=lambda w: w["tokens_per_s"])
-            rows[i] = dict(waves[len(waves) // 2], samples_tokens_per_s=[w["tokens_per_s"] for w in waves])
-        report["one_model"] = {"model": "SmolLM2-135M-Instruct (lossless)", "rows": rows,
-                               "batch16_vs_batch1": rows[2]["tokens_per_s"] / rows[0]["tokens_per_s"]}
-    finally:
-        s.stop()
+    phases = set(a.phases.split(","))
+    if "one" in phases:
+        report["one_model"] = one_model(a)
 
     # Three models, one budget, per scheme.
     three = [("smollm2", SMOLLM2), ("gemma3", GEMMA3), ("qwen2.5-coder", QWEN25)]
     report["three_models"] = []
-    for scheme, form in [(s, f) for s in a.schemes.split(",") for f in a.forms.split(",")]:
+    combos = [(s, f) for s in a.schemes.split(",") for f in a.forms.split(",")] if "three" in phases else []
+    for scheme, form in combos:
         s = Server(a.bin, three, scheme, ["--form", form])
         try:
             jobs = [(three[i % 3][0], PROMPTS[(i // 3) % 4]) for i in range(12)]

@@ -34,6 +34,12 @@ pub struct Options {
     /// product decodes them: the least memory, for many models on one machine; CPU path).
     #[arg(long, default_value = "fast", value_parser = ["fast", "coded"])]
     pub form: String,
+    /// When products multiply compressed weights fused: on (wherever the device can: on the CPU
+    /// path every batch, so prompts prefilled together stay fused; on a GPU up to its kernel's
+    /// row limit), auto (batches up to the crossover measured for one product, and not for a
+    /// weight the cache holds decoded), off (decode, then multiply).
+    #[arg(long, default_value = "on", value_parser = ["auto", "on", "off"])]
+    pub fused: String,
     /// auto: a hardware GPU through Vulkan if there is one, else the CPU.
     #[arg(long, default_value = "auto", value_parser = ["auto", "vulkan", "cpu"])]
     pub device: String,

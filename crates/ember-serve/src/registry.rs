@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
-use ember::{Cache, Config, FusedForm, Store};
+use ember::{Cache, Config, FusedForm, FusedMode, Store};
 use ember_gguf::Tokenizer;
 use ember_llama::offload;
 
@@ -144,10 +144,12 @@ pub fn load(options: &Options) -> Result<Registry> {
             (device.clone(), cache.clone(), Arc::clone(&tokenizer), Arc::clone(&metrics));
         let max_batch = options.max_batch;
         let form: FusedForm = options.form.parse()?;
+        let fused: FusedMode = options.fused.parse()?;
         let thread_name = format!("ember-serve:{name}");
         let model_name = name.clone();
         let worker = std::thread::Builder::new().name(thread_name).spawn(move || {
-            let attached = offload::attach(&store, &dev, Config::with_cache(cache_for_worker).fused_form(form));
+            let attached =
+                offload::attach(&store, &dev, Config::with_cache(cache_for_worker).fused(fused).fused_form(form));
             let (model, config) = match attached {
                 Ok(a) => a,
                 Err(e) => {
