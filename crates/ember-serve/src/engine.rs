@@ -2,8 +2,8 @@
 //! sequence together, one token each per step (so each weight is read once per step for all of
 //! them). Requests join the running batch at a token boundary — the prompts that arrived
 //! meanwhile prefilled together, then added as rows — and leave it when they finish or their
-//! client goes away. With nothing running the
-//! worker releases the model's decoded weights, so an idle model holds only its compressed bytes.
+//! client goes away. With nothing running the worker releases the model's decoded weights, so
+//! an idle model holds only its compressed bytes.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -204,13 +204,8 @@ impl Worker {
             let mut ended = Vec::new();
             for (i, row) in rows.iter_mut().enumerate() {
                 let id = row.job.sampler.sample(&logits[i * vocab..(i + 1) * vocab]);
-                match row.accept(id, &stop_ids) {
-                    Outcome::Continue => {}
-                    Outcome::Finished => ended.push(i),
-                    Outcome::Cancelled => {
-                        self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                        ended.push(i);
-                    }
+                if self.ends(row.accept(id, &stop_ids)) {
+                    ended.push(i);
                 }
             }
             for &i in ended.iter().rev() {
@@ -283,19 +278,28 @@ impl Worker {
                 generated: 0,
             };
             let id = row.job.sampler.sample(&logits[i * vocab..(i + 1) * vocab]);
-            match row.accept(id, stop_ids) {
-                Outcome::Continue => rows.push(row),
-                Outcome::Finished => ended.push(i),
-                Outcome::Cancelled => {
-                    self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                    ended.push(i);
-                }
+            if self.ends(row.accept(id, stop_ids)) {
+                ended.push(i);
+            } else {
+                rows.push(row);
             }
         }
         for &i in ended.iter().rev() {
             joined.remove(i);
         }
         batch.append(joined);
+    }
+
+    /// Whether a row leaves the batch after `outcome` (a cancelled one is counted).
+    fn ends(&self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Continue => false,
+            Outcome::Finished => true,
+            Outcome::Cancelled => {
+                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        }
     }
 }
 
