@@ -398,3 +398,44 @@ fn fused_op_on_vulkan() {
         .expect("a Vulkan device (lavapipe: apt-get install mesa-vulkan-drivers libvulkan1)");
     fused_op_on(&device);
 }
+
+/// From sixteen activation rows on, the dot-form products run in lanes: every output is one chain
+/// of multiply-adds in column order, so the fast form, the entropy-coded tiles (tiles of 96
+/// elements cut rows into pieces) and the dense matrix give the same bits, and a sequence's
+/// outputs do not depend on its place in the batch nor on the batch's size.
+#[test]
+fn batches_of_sixteen_rows_and_more_give_the_same_bits_from_every_form_and_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<Case> = cases().into_iter().filter(|c| c.rows * c.cols > 1).collect();
+    let file = std::sync::Arc::new(write(&cases, dir.path()));
+    // One thread: tiles summed by two threads would add two partial chains of a cut row.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| {
+        for (t, c) in file.tensors().iter().zip(&cases) {
+            let w = file.decode(t).unwrap().to_f32().unwrap();
+            let form = FastWeight::from_container(&file, t).unwrap();
+            let tiles = CodedTiles::new(std::sync::Arc::clone(&file), t).unwrap();
+            let dense =
+                StridedF32 { data: &w, rows: c.rows, cols: c.cols, offset: 0, row_stride: c.cols, col_stride: 1 };
+            let x = activations(32, c.cols, 7);
+            let mut alone: Option<Vec<f32>> = None;
+            for m in [16usize, 21, 32] {
+                // Batch `m` holds rows `32 − m ..= 31` of `x`: row 31 is last, in lane 15, 20, 31.
+                let xm = &x[(32 - m) * c.cols..];
+                let what = format!("{} m={m}", c.name);
+                let fast = matmul_wt(&form, xm, m, None, CpuPath::Best);
+                check(&fast, &w, c.rows, c.cols, xm, m, None, true, &what);
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let coded = tiles.matmul(xm, m, None, Orientation::RowsAreOutputs, CpuPath::Best);
+                assert_eq!(bits(&coded), bits(&fast), "{what}: coded tiles and fast form");
+                let plain = matmul_wt(&dense, xm, m, None, CpuPath::Best);
+                assert_eq!(bits(&plain), bits(&fast), "{what}: dense and fast form");
+                let last = &fast[(m - 1) * c.rows..];
+                match &alone {
+                    Some(a) => assert_eq!(bits(last), bits(a), "{what}: row 31 in another batch"),
+                    None => alone = Some(last.to_vec()),
+                }
+            }
+        }
+    });
+}

@@ -19,6 +19,7 @@ use ember_codec::{Container, Dtype, TensorEntry};
 use rayon::prelude::*;
 
 use super::cpu::{axpy, dots_into, simd_ok, CpuPath, SEG};
+use super::lanes::{self, Lanes, LANE_ROWS};
 use super::op::Orientation;
 use super::scratch::{recycle, take_zeroed};
 use crate::error::KernelError;
@@ -157,19 +158,24 @@ impl CodedTiles {
         };
         let inputs = if orientation == Orientation::RowsAreOutputs { cols } else { rows };
         assert_eq!(x.len(), m * inputs, "activations are m × {inputs}");
-        // `RowsAreOutputs` sums into `rows × m` (each stored row's `m` outputs side by side),
-        // `RowsAreInputs` into `m × cols`.
+        // Sixteen rows and more multiply in lanes, as the fast form's and dense products do.
+        let lanes =
+            (orientation == Orientation::RowsAreOutputs && lanes::use_lanes(m, simd)).then(|| Lanes::of(x, m, cols));
+        let width = lanes.as_ref().map_or(m, |l| l.width);
+        // `RowsAreOutputs` sums into `rows × width` (each stored row's outputs side by side,
+        // `width` is `m` unless in lanes), `RowsAreInputs` into `m × cols`.
         let tile = |mut acc: Vec<f32>, i: usize| {
             SCRATCH.with(|cell| {
                 // Taken out (not borrowed) so that a nested product on this thread gets its own.
                 let mut s = cell.take();
-                self.tile_into(&dec, i, &mut s, &mut acc, x, m, orientation, simd);
+                let product = Product { x, m, orientation, simd, lanes: lanes.as_ref() };
+                self.tile_into(&dec, i, &mut s, &mut acc, &product);
                 cell.replace(s);
             });
             acc
         };
         let tiles = self.entry.tiles.len();
-        let fresh = || take_zeroed(m * outputs);
+        let fresh = || take_zeroed(width * outputs);
         let acc = if tiles < 2 || rayon::current_num_threads() == 1 {
             (0..tiles).fold(fresh(), tile)
         } else {
@@ -188,19 +194,22 @@ impl CodedTiles {
                     recycle(b);
                     a
                 })
-                .unwrap_or_else(|| take_zeroed(m * outputs))
+                .unwrap_or_else(|| take_zeroed(width * outputs))
         };
         let mut y = match orientation {
             Orientation::RowsAreOutputs => {
                 let mut y = Vec::with_capacity(m * rows);
                 for i in 0..m {
-                    y.extend((0..rows).map(|r| acc[r * m + i]));
+                    y.extend((0..rows).map(|r| acc[r * width + i]));
                 }
                 recycle(acc);
                 y
             }
             Orientation::RowsAreInputs => acc,
         };
+        if let Some(l) = lanes {
+            l.recycle();
+        }
         if let Some(b) = bias {
             assert_eq!(b.len(), outputs, "one bias per output");
             for row in y.chunks_mut(outputs.max(1)) {
@@ -211,21 +220,15 @@ impl CodedTiles {
     }
 
     /// Tile `i` decoded into `s` and multiplied into `acc` (see [`Self::matmul`]).
-    #[allow(clippy::too_many_arguments)]
-    fn tile_into(
-        &self,
-        dec: &TensorDecoder<'_>,
-        i: usize,
-        s: &mut Scratch,
-        acc: &mut [f32],
-        x: &[f32],
-        m: usize,
-        orientation: Orientation,
-        simd: bool,
-    ) {
+    fn tile_into(&self, dec: &TensorDecoder<'_>, i: usize, s: &mut Scratch, acc: &mut [f32], p: &Product<'_>) {
         let (rows, cols) = (self.rows, self.cols);
+        let Product { x, m, orientation, simd, lanes } = *p;
         self.decode_or_panic(dec, i, s);
         let t = self.entry.tiles[i];
+        if let Some(l) = lanes {
+            lane_pieces(t.start as usize, t.count as usize, cols, &s.values, l, acc);
+            return;
+        }
         for_each_row_piece(t.start as usize, t.count as usize, cols, |r, c, k, n| {
             let values = &s.values[k..k + n];
             match orientation {
@@ -288,6 +291,45 @@ impl CodedTiles {
             out.extend_from_slice(&s.values);
         }
         out
+    }
+}
+
+/// What one product multiplies its tiles into.
+struct Product<'a> {
+    x: &'a [f32],
+    m: usize,
+    orientation: Orientation,
+    simd: bool,
+    /// `x` transposed, when the product runs in lanes (`RowsAreOutputs` only).
+    lanes: Option<&'a Lanes>,
+}
+
+/// The `count` decoded values of a tile that starts at element `start`, multiplied in lanes into
+/// `acc` (`width` sums per stored row): up to [`LANE_ROWS`] whole rows at a time, the pieces of
+/// rows the tile cuts one by one, each [`SEG`] columns at a time so that the rows' values stay in
+/// L1. Every sum continues its row's chain, so where the tiles cut changes no bit.
+fn lane_pieces(start: usize, count: usize, cols: usize, values: &[f32], l: &Lanes, acc: &mut [f32]) {
+    let width = l.width;
+    let mut k = 0;
+    while k < count && cols > 0 {
+        let (r, c) = ((start + k) / cols, (start + k) % cols);
+        let whole = if c == 0 { ((count - k) / cols).min(LANE_ROWS) } else { 0 };
+        let (rb, n) = if whole > 0 { (whole, cols) } else { (1, (cols - c).min(count - k)) };
+        let mut j = 0;
+        while j < n {
+            let len = (n - j).min(SEG);
+            lanes::rows_into(
+                &values[k + j..],
+                cols,
+                rb,
+                len,
+                &l.values[(c + j) * width..],
+                width,
+                &mut acc[r * width..],
+            );
+            j += len;
+        }
+        k += if whole > 0 { rb * cols } else { n };
     }
 }
 

@@ -22,6 +22,7 @@
 use rayon::prelude::*;
 
 use super::form::{FastCodes, FastWeight};
+use super::lanes::Lanes;
 
 /// Elements per decoded segment (a multiple of 16, so packed rows stay byte-aligned).
 pub const SEG: usize = 256;
@@ -382,7 +383,7 @@ fn add_to<const N: usize>(y: &mut [f32], d: [f32; N]) -> usize {
 /// Weight rows the batched dot-form kernel decodes and multiplies together.
 const ROW_BLOCK: usize = 4;
 
-/// Rows `r0 .. r0 + out.len() / m` of `x·Wᵀ` for `m ≥ 2` activation rows, with AVX2, into
+/// Rows `r0 .. r0 + out.len() / m` of `x·Wᵀ` for `2 ≤ m < LANE_MIN` activation rows, with AVX2, into
 /// `out` (each weight row's `m` outputs side by side). Four weight rows at a time are decoded
 /// into a buffer, then multiplied into three activation rows at a time ([`x86::tile`]): each
 /// activation vector loaded serves four rows and each weight vector three, where one weight row
@@ -473,9 +474,16 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
     // Outputs computed transposed (`rows × m`) so that each task owns a contiguous slice.
     #[cfg(target_arch = "x86_64")]
     let blocked = simd && !batch1 && m >= 2;
+    // Sixteen rows and more: in lanes (`super::lanes`), each task's sums `width` per weight row.
+    let lanes = super::lanes::use_lanes(m, simd).then(|| Lanes::of(x, m, cols));
+    let width = lanes.as_ref().map_or(m, |l| l.width);
     let task = |(t, out): (usize, &mut [f32])| {
         let mut seg = [0f32; SEG];
         let r0 = t * chunk;
+        if let Some(lanes) = &lanes {
+            super::lanes::rows_of_source(w, r0, out, lanes);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if blocked {
             blocked_rows(w, r0, out, x, m);
@@ -498,24 +506,28 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
             }
         }
     };
-    super::scratch::with_zeroed(rows * m, |yt| {
+    let y = super::scratch::with_zeroed(rows * width, |yt| {
         if serial(rows * cols) {
-            yt.chunks_mut(chunk * m.max(1)).enumerate().for_each(task);
+            yt.chunks_mut(chunk * width.max(1)).enumerate().for_each(task);
         } else {
-            yt.par_chunks_mut(chunk * m.max(1)).enumerate().for_each(task);
+            yt.par_chunks_mut(chunk * width.max(1)).enumerate().for_each(task);
         }
-        transposed_plus_bias(yt, m, rows, bias)
-    })
+        transposed_plus_bias(yt, m, width, rows, bias)
+    });
+    if let Some(l) = lanes {
+        l.recycle();
+    }
+    y
 }
 
-/// `y[i·rows + r] = yt[r·m + i] + bias[r]`: the `m × rows` result of a product summed as
-/// `rows × m`. Collected, not zeroed and then written: every value is written once.
-fn transposed_plus_bias(yt: &[f32], m: usize, rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
+/// `y[i·rows + r] = yt[r·width + i] + bias[r]` for `i < m`: the `m × rows` result of a product
+/// summed as `rows × width`. Collected, not zeroed and then written: every value is written once.
+pub(crate) fn transposed_plus_bias(yt: &[f32], m: usize, width: usize, rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let mut y = Vec::with_capacity(m * rows);
     for i in 0..m {
         match bias {
-            Some(b) => y.extend((0..rows).map(|r| yt[r * m + i] + b[r])),
-            None => y.extend((0..rows).map(|r| yt[r * m + i] + 0.0)),
+            Some(b) => y.extend((0..rows).map(|r| yt[r * width + i] + b[r])),
+            None => y.extend((0..rows).map(|r| yt[r * width + i] + 0.0)),
         }
     }
     y

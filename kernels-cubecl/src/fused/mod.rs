@@ -4,7 +4,8 @@
 //! The path, one module each: [`form`] (the fast resident form, transcoded once from the
 //! entropy-coded tiles) or [`coded`] (the entropy-coded tiles themselves, decoded a tile at a
 //! time inside each product: smaller, slower) → [`cpu`] (the SIMD kernels of the CPU path, which also multiply dense
-//! f32 weights in any layout without repacking them) → [`op`] (the Burn entry points: the
+//! f32 weights in any layout without repacking them; [`lanes`] for batches of sixteen rows and
+//! more) → [`op`] (the Burn entry points: the
 //! fused linear and the dense matmul, on the CPU path and on CubeCL devices).
 //!
 //! ```
@@ -17,5 +18,6 @@
 pub mod coded;
 pub mod cpu;
 pub mod form;
+pub mod lanes;
 pub mod op;
 pub(crate) mod scratch;
