@@ -68,7 +68,7 @@ pub(crate) fn use_lanes(m: usize, simd: bool) -> bool {
 /// # Panics
 /// If a slice is too short for the rows and columns asked, or without AVX2 and FMA.
 pub(crate) fn rows_into(w: &[f32], stride: usize, rb: usize, n: usize, x: &[f32], width: usize, y: &mut [f32]) {
-    assert!((1..=LANE_ROWS).contains(&rb) && width % 8 == 0, "1..=6 rows, lanes in eights");
+    assert!((1..=LANE_ROWS).contains(&rb) && width.is_multiple_of(8), "1..=6 rows, lanes in eights");
     assert!(n == 0 || w.len() >= (rb - 1) * stride + n, "weights hold rb rows of n");
     assert!(x.len() >= n * width && y.len() >= rb * width, "activations and sums hold the lanes");
     #[cfg(target_arch = "x86_64")]
