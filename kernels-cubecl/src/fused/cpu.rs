@@ -522,7 +522,7 @@ pub fn matmul_wt(w: &dyn RowSource, x: &[f32], m: usize, bias: Option<&[f32]>, p
 
 /// `y[i·rows + r] = yt[r·width + i] + bias[r]` for `i < m`: the `m × rows` result of a product
 /// summed as `rows × width`. Collected, not zeroed and then written: every value is written once.
-pub(crate) fn transposed_plus_bias(yt: &[f32], m: usize, width: usize, rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
+fn transposed_plus_bias(yt: &[f32], m: usize, width: usize, rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let mut y = Vec::with_capacity(m * rows);
     for i in 0..m {
         match bias {

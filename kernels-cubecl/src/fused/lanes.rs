@@ -5,10 +5,11 @@
 //! With a few rows, [`super::cpu`]'s tiles multiply a weight row and an activation row along
 //! their common axis and fold the eight lanes at the end of every segment. From sixteen rows on
 //! ([`LANE_MIN`]), that fold, and reloading every activation for every block of weight rows,
-//! cost more than the padding of lanes: transposing the activations once per product (`cols × lanes`, zero-padded to
-//! a multiple of eight) lets one broadcast weight feed two vectors of sixteen rows, so a block of
-//! six weight rows keeps twelve accumulators busy with no fold at all (the register-blocked
-//! micro-kernel of a GEMM, with the decoded weights in the broadcast operand).
+//! cost more than padding the rows to whole vectors: transposing the activations once per
+//! product (`cols × width`, zero-padded to a multiple of eight rows) lets one broadcast weight
+//! feed two vectors of sixteen rows, so a block of six weight rows keeps twelve accumulators
+//! busy with no fold at all (the register-blocked micro-kernel of a GEMM, with the decoded
+//! weights in the broadcast operand).
 //!
 //! Summation order: every output is one chain of fused multiply-adds over its columns, in column
 //! order, starting from `+0.0`. That order does not depend on how the columns are cut into
@@ -62,7 +63,7 @@ pub(crate) fn use_lanes(m: usize, simd: bool) -> bool {
 }
 
 /// Continues the sums of `rb ≤ LANE_ROWS` weight rows over `n` columns:
-/// `y[r·width + i] = fma(w[r·stride + k], x.values[k·width + i], y[r·width + i])` for `k` in
+/// `y[r·width + i] = fma(w[r·stride + k], x[k·width + i], y[r·width + i])` for `k` in
 /// `0..n` in order, for every lane `i` (`x` and `w` start at the same column).
 ///
 /// # Panics
