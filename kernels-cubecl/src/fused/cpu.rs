@@ -329,6 +329,16 @@ fn segment<'a>(w: &'a dyn RowSource, r: usize, c: usize, len: usize, seg: &'a mu
     }
 }
 
+/// `W[r][c .. c + out.len()]` written into `out` (copied where it lies contiguously, else decoded
+/// with the vector path): the batched kernels' decode buffers.
+#[inline]
+pub(crate) fn segment_into(w: &dyn RowSource, r: usize, c: usize, out: &mut [f32]) {
+    match w.contiguous(r, c, out.len()) {
+        Some(v) => out.copy_from_slice(v),
+        None => w.decode(r, c, out, true),
+    }
+}
+
 /// `Σ a[k]·b[k]`.
 #[inline]
 fn dot(a: &[f32], b: &[f32], simd: bool) -> f32 {
@@ -407,10 +417,7 @@ fn blocked_rows_in(w: &dyn RowSource, r0: usize, out: &mut [f32], x: &[f32], m: 
             let mut c = 0;
             while c < cols {
                 let len = (cols - c).min(SEG);
-                match w.contiguous(r0 + dr + j, c, len) {
-                    Some(v) => dst[c..c + len].copy_from_slice(v),
-                    None => w.decode(r0 + dr + j, c, &mut dst[c..c + len], true),
-                }
+                segment_into(w, r0 + dr + j, c, &mut dst[c..c + len]);
                 c += len;
             }
         }

@@ -17,7 +17,7 @@
 //! the fast form, the entropy-coded tiles and a dense matrix give the same bits, whichever
 //! batch a sequence shares.
 
-use super::cpu::{RowSource, SEG};
+use super::cpu::{segment_into, RowSource, SEG};
 
 /// Activation rows from which the dot-form products multiply in lanes (on the AVX2 path).
 /// Measured on one core with the lossless fast form (`1536×576`, `576×1536` and `49152×576`):
@@ -122,10 +122,7 @@ pub(crate) fn rows_of_source(w: &dyn RowSource, r0: usize, out: &mut [f32], x: &
             while c < cols {
                 let len = (cols - c).min(SEG);
                 for (j, dst) in buf.chunks_mut(SEG).take(rb).enumerate() {
-                    match w.contiguous(r0 + dr + j, c, len) {
-                        Some(v) => dst[..len].copy_from_slice(v),
-                        None => w.decode(r0 + dr + j, c, &mut dst[..len], true),
-                    }
+                    segment_into(w, r0 + dr + j, c, &mut dst[..len]);
                 }
                 rows_into(buf, SEG, rb, len, &x.values[c * width..], width, y);
                 c += len;
