@@ -14,16 +14,14 @@ fn main() {
     let (ends, words) = st.concat_words();
     let dt = t.decode_table();
     let raw = vec![0x55u8; syms.len()];
-    let values = Box::new(std::array::from_fn::<u32, 256, _>(|i| (i as u32) << 7));
     for simd in [Simd::Avx2, Simd::Best] {
-        for fused in [0, 1, 2] {
+        for fused in [0, 1] {
             let mut out = vec![0u8; 2 * syms.len()];
             let reps = 2000;
             let s = std::time::Instant::now();
             for _ in 0..reps {
                 let o = match fused {
                     1 => LaneOutput::Bf16 { raw: &raw, out: &mut out },
-                    2 => LaneOutput::Joint16 { raw: &raw, values: &values, low: 7, out: &mut out },
                     _ => LaneOutput::Symbols(&mut out[..syms.len()]),
                 };
                 decode_lanes_with(&st.states, &ends, &words, &dt, o, simd).unwrap();

@@ -15,7 +15,7 @@ mod decoder;
 mod encoder;
 mod freq;
 
-pub use decoder::{decode_lanes, decode_lanes_with, DecodeTable, LaneOutput, RansError, Simd};
+pub use decoder::{decode_lanes, decode_lanes_with, decode_symbol_chunks, DecodeTable, LaneOutput, RansError, Simd};
 pub use encoder::{encode_lanes, LaneStreams};
 pub use freq::{FrequencyTable, MAX_PROB_BITS, MIN_PROB_BITS};
 

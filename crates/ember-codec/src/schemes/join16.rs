@@ -5,7 +5,8 @@
 //! per eight lanes, which measured about 45% slower than decoding plain symbol bytes. With
 //! AVX-512 (BW) the whole 256-entry value table lives in eight registers and a lookup is a few
 //! in-register permutes per 32 elements, so decoding symbols first and joining afterwards is
-//! the fast path there; with VBMI, raw fields of up to 8 bits (BF16) take a byte-plane variant
+//! the fast path there; with AVX2 only, a lookup is one pair of in-lane byte shuffles per 16
+//! symbols of the alphabet, cheaper than a gather on the CPUs measured; with VBMI, raw fields of up to 8 bits (BF16) take a byte-plane variant
 //! that joins 64 elements per step and streams large outputs past the cache. The scalar loop is
 //! the specification.
 
@@ -30,6 +31,10 @@ pub(crate) fn join(symbols: &[u8], raw: Raw<'_>, placed: &[u32; 256], low: u32, 
         // SAFETY: AVX-512 F and BW are available (checked by `vector_join`); `n` bounds every
         // slice.
         _ if vector_join() => unsafe { x86::join_avx512(&symbols[..n], raw, placed, low, &mut out[..2 * n]) },
+        // SAFETY: AVX2 is available (checked in the guard); `n` bounds every slice.
+        _ if is_x86_feature_detected!("avx2") => unsafe {
+            x86::join_avx2(&symbols[..n], raw, placed, low, &mut out[..2 * n])
+        },
         _ => 0,
     };
     #[cfg(not(target_arch = "x86_64"))]
@@ -87,7 +92,15 @@ pub(crate) enum Raw<'a> {
     Words(&'a [u16]),
 }
 
-impl Raw<'_> {
+impl<'a> Raw<'a> {
+    /// The fields from element `start` on.
+    pub(crate) fn from(self, start: usize) -> Raw<'a> {
+        match self {
+            Raw::Bytes(b) => Raw::Bytes(&b[start.min(b.len())..]),
+            Raw::Words(w) => Raw::Words(&w[start.min(w.len())..]),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Raw::Bytes(b) => b.len(),
@@ -185,6 +198,72 @@ mod x86 {
         64 * blocks
     }
 
+    /// Joins whole blocks of 32 elements with AVX2; returns how many elements it wrote.
+    ///
+    /// The value table is split into a low and a high byte plane, 16 entries per register half
+    /// (`vpshufb` looks up within 128-bit halves). For the entries `16c..16c + 16`, `symbol − 16c`
+    /// is pushed to `0x70..0x7f` by a saturating add, and every other symbol to `0x80` or more,
+    /// which the shuffle turns into zero: the OR over the table's chunks is the lookup. Only the
+    /// chunks up to the last non-zero entry are visited (an alphabet of 100 symbols: 7 of 16).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `raw` holds at least `symbols.len()` fields and `out` at least
+    /// `2 · symbols.len()` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn join_avx2(
+        symbols: &[u8],
+        raw: Raw<'_>,
+        placed: &[u32; 256],
+        low: u32,
+        out: &mut [u8],
+    ) -> usize {
+        let blocks = symbols.len() / 32;
+        let chunks = placed.iter().rposition(|&p| p != 0).map_or(0, |last| last / 16 + 1);
+        // SAFETY: AVX2 is available (the caller's contract); loads stay inside the planes,
+        // `symbols[..32·blocks]`, `raw[..32·blocks]` and stores inside `out[..64·blocks]`.
+        unsafe {
+            let plane = |c: usize, shift: u32| {
+                let bytes: [u8; 16] = std::array::from_fn(|j| (placed[16 * c + j] >> shift) as u8);
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(bytes.as_ptr() as *const __m128i))
+            };
+            let lo: [__m256i; 16] =
+                std::array::from_fn(|c| if c < chunks { plane(c, 0) } else { _mm256_setzero_si256() });
+            let hi: [__m256i; 16] =
+                std::array::from_fn(|c| if c < chunks { plane(c, 8) } else { _mm256_setzero_si256() });
+            let count = _mm_cvtsi32_si128(low as i32);
+            let low_mask = _mm256_set1_epi16(((1u32 << low) - 1) as i16);
+            let push = _mm256_set1_epi8(0x70);
+            let sixteen = _mm256_set1_epi8(16);
+            for b in 0..blocks {
+                let i = 32 * b;
+                let mut t = _mm256_loadu_si256(symbols.as_ptr().add(i) as *const __m256i);
+                let (mut l, mut h) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for c in 0..chunks {
+                    let k = _mm256_adds_epu8(t, push);
+                    l = _mm256_or_si256(l, _mm256_shuffle_epi8(lo[c], k));
+                    h = _mm256_or_si256(h, _mm256_shuffle_epi8(hi[c], k));
+                    t = _mm256_sub_epi8(t, sixteen);
+                }
+                // 16-bit values of elements 0..8 and 16..24, then 8..16 and 24..32; put in order.
+                let (ul, uh) = (_mm256_unpacklo_epi8(l, h), _mm256_unpackhi_epi8(l, h));
+                let values = [_mm256_permute2x128_si256::<0x20>(ul, uh), _mm256_permute2x128_si256::<0x31>(ul, uh)];
+                for (half, value) in values.into_iter().enumerate() {
+                    let j = i + 16 * half;
+                    let r = match raw {
+                        Raw::Bytes(bytes) => {
+                            _mm256_cvtepu8_epi16(_mm_loadu_si128(bytes.as_ptr().add(j) as *const __m128i))
+                        }
+                        Raw::Words(words) => _mm256_loadu_si256(words.as_ptr().add(j) as *const __m256i),
+                    };
+                    let sign = _mm256_slli_epi16::<15>(_mm256_srl_epi16(r, count));
+                    let v = _mm256_or_si256(_mm256_or_si256(sign, value), _mm256_and_si256(r, low_mask));
+                    _mm256_storeu_si256(out.as_mut_ptr().add(2 * j) as *mut __m256i, v);
+                }
+            }
+        }
+        32 * blocks
+    }
+
     /// Joins whole blocks of 32 elements; returns how many elements it wrote.
     ///
     /// # Safety
@@ -245,8 +324,11 @@ mod tests {
     fn the_vector_join_matches_the_formula_for_every_symbol_and_width() {
         let n = 32 * 9 + 5;
         let symbols: Vec<u8> = (0..n).map(|i| (i * 97 % 256) as u8).collect();
-        let placed: [u32; 256] = std::array::from_fn(|s| ((s as u32 * 37) & 0xff) << 3);
-        for low in 0..=10u32 {
+        // Whole tables and short ones (zero past the alphabet, as a decoder's table is), with
+        // values reaching bit 14.
+        for (alphabet, low) in [256usize, 37, 16, 1].into_iter().flat_map(|a| (0..=10u32).map(move |l| (a, l))) {
+            let placed: [u32; 256] =
+                std::array::from_fn(|s| if s < alphabet { ((s as u32 * 37 + 5) & 0xfff) << 3 >> (low % 4) } else { 0 });
             let words: Vec<u16> = (0..n).map(|i| ((i * 2053 + 11) as u32 & ((2u32 << low) - 1)) as u16).collect();
             let bytes: Vec<u8> = words.iter().map(|&w| w as u8).collect();
             let expect: Vec<u8> = (0..n)
@@ -259,7 +341,7 @@ mod tests {
             for raw in raws {
                 let mut out = vec![0u8; 2 * n];
                 join(&symbols, raw, &placed, low, &mut out);
-                assert_eq!(out, expect, "low {low}");
+                assert_eq!(out, expect, "alphabet {alphabet}, low {low}");
                 // Each vector path on its own (the dispatcher picks only one), the scalar tail
                 // after it.
                 #[cfg(target_arch = "x86_64")]
@@ -268,6 +350,13 @@ mod tests {
                         out[2 * done..].copy_from_slice(&expect[2 * done..]);
                         assert!(done >= n / 64 * 64, "low {low}: only {done} of {n} joined");
                     };
+                    if is_x86_feature_detected!("avx2") {
+                        let mut out = vec![0u8; 2 * n];
+                        // SAFETY: AVX2 checked; the slices are `n` long.
+                        let done = unsafe { x86::join_avx2(&symbols, raw, &placed, low, &mut out) };
+                        finish(done, &mut out);
+                        assert_eq!(out, expect, "avx2, alphabet {alphabet}, low {low}");
+                    }
                     if vector_join() {
                         let mut out = vec![0u8; 2 * n];
                         // SAFETY: AVX-512 F/BW checked; the slices are `n` long.

@@ -13,7 +13,7 @@ use super::{code_tiles, EncodeOptions, EncodedTensor, Predictor, Scheme, TileSym
 use crate::bitpack;
 use crate::dtype::{Dtype, FloatLayout};
 use crate::entropy::{histogram_u16, order0_bits};
-use crate::rans::{decode_lanes, DecodeTable, FrequencyTable, LaneOutput};
+use crate::rans::{decode_lanes, decode_symbol_chunks, DecodeTable, FrequencyTable, LaneOutput};
 use crate::tile::{read_coded_tile, LaneTable, TileSpan};
 
 use super::join16::{self, Raw};
@@ -252,8 +252,7 @@ impl LosslessDecoder {
         }
         let low = self.layout.mant_bits - self.joint;
         if self.dtype.size() == 2 {
-            // Symbols first, then one join pass (see `join16`); or, without AVX-512, the rANS
-            // loop joins symbol value and raw byte as it goes.
+            // Symbols first, then a join pass (see `join16`).
             // Every byte of both halves is written before it is read: no need to zero them.
             if scratch.len() < 2 * count {
                 scratch.resize(2 * count, 0);
@@ -270,12 +269,16 @@ impl LosslessDecoder {
                 bitpack::unpack_wide(tile.raw, raw_bits, &mut raw16);
                 Raw::Words(&raw16)
             };
-            if let (Raw::Bytes(raw), false) = (raw, join16::vector_join()) {
-                return run(LaneOutput::Joint16 { raw, values: &self.placed, low, out });
+            if join16::vector_join() {
+                run(LaneOutput::Symbols(symbols))?;
+                join16::join(symbols, raw, &self.placed, low, out);
+                return Ok(());
             }
-            run(LaneOutput::Symbols(symbols))?;
-            join16::join(symbols, raw, &self.placed, low, out);
-            return Ok(());
+            // Without AVX-512 the symbols are joined a cache-sized chunk at a time.
+            return decode_symbol_chunks(&tile.states, &tile.lane_ends, &tile.words, &self.table, count, |start, s| {
+                join16::join(s, raw.from(start), &self.placed, low, &mut out[2 * start..]);
+            })
+            .map_err(|e| e.to_string());
         }
         scratch.clear();
         scratch.resize(count, 0);
