@@ -36,7 +36,8 @@ pub fn rows_cols(shape: &[u64]) -> (u64, u64) {
 /// row that is longer than `tile_elems` are multiples of `align` elements. Whole-row tiles take
 /// as equal a share of the rows as the count of tiles allows (a 384-row matrix in two tiles of
 /// 192 rows, not 341 and 43), so threads and GPU workgroups that take a tile each finish
-/// together.
+/// together; for the same reason a matrix of several whole-row tiles gets an even number of them
+/// (a 1536×384 matrix in six tiles, not five: two threads take three each, not three and two).
 pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
     let (rows, cols) = rows_cols(shape);
     let tile_elems = tile_elems.clamp(1, MAX_TILE_ELEMS);
@@ -46,7 +47,9 @@ pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
     }
     if cols <= tile_elems {
         let most = (tile_elems / cols).max(1);
-        let rows_per_tile = rows.div_ceil(rows.div_ceil(most));
+        let count = rows.div_ceil(most);
+        let count = if count > 1 { count.next_multiple_of(2).min(rows) } else { count };
+        let rows_per_tile = rows.div_ceil(count);
         let mut r = 0;
         while r < rows {
             let take = rows_per_tile.min(rows - r);
@@ -295,6 +298,12 @@ mod tests {
         assert!(plan_tiles(&[0, 5], 10, 1).is_empty());
         assert!(covers(&plan_tiles(&[], 10, 1), 1));
         assert!(covers(&plan_tiles(&[7], 3, 1), 7));
+        // Several whole-row tiles: an even count of near-equal ones.
+        let t = plan_tiles(&[1536, 384], 1 << 17, 1);
+        assert_eq!(t.iter().map(|t| t.count / 384).collect::<Vec<_>>(), [256; 6]);
+        let t = plan_tiles(&[3, 100], 100, 1);
+        assert!(covers(&t, 300) && t.len() == 3);
+        assert_eq!(plan_tiles(&[384, 384], 1 << 17, 1).len(), 2);
     }
 
     #[test]
