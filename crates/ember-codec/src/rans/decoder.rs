@@ -246,7 +246,7 @@ const SYMBOL_CHUNK: usize = 8192;
 
 /// Decodes `count` symbols as [`decode_lanes`] does into [`LaneOutput::Symbols`], but a chunk
 /// of a few thousand at a time into a small buffer, calling `sink(start, symbols)` for each chunk
-/// in order (`start` is the index of its first symbol).
+/// in order (`start` is the index of its first symbol, a multiple of 8).
 ///
 /// Why: a caller that turns symbols into values (a table lookup, a join with raw fields) can do
 /// it while the chunk is still in the cache, with its own vector code, instead of folding the
@@ -263,8 +263,9 @@ pub fn decode_symbol_chunks(
 ) -> Result<(), RansError> {
     let mut lanes = start_lanes(states, lane_ends, words)?;
     let width = states.len();
-    // Whole rounds per chunk, so that every chunk starts with lane 0.
-    let chunk = (SYMBOL_CHUNK / width).max(1) * width;
+    // Whole rounds per chunk, so that every chunk starts with lane 0, and a multiple of 8
+    // symbols, so that fields packed at any bit width beside them start at a whole byte.
+    let chunk = (SYMBOL_CHUNK / (8 * width)).max(1) * 8 * width;
     let mut buf = vec![0u8; chunk.min(count)];
     let words = Padded::new(words);
     let mut start = 0;
@@ -642,7 +643,7 @@ mod tests {
                     // Chunk by chunk: the same symbols, handed over in order, and the same verdict.
                     let mut next = 0;
                     let rc = decode_symbol_chunks(&streams.states, &ends, words, &dt, symbols.len(), |start, s| {
-                        assert_eq!(start, next);
+                        assert_eq!((start, start % 8), (next, 0));
                         c[start..start + s.len()].copy_from_slice(s);
                         next += s.len();
                     });

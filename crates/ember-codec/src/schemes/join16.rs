@@ -92,15 +92,7 @@ pub(crate) enum Raw<'a> {
     Words(&'a [u16]),
 }
 
-impl<'a> Raw<'a> {
-    /// The fields from element `start` on.
-    pub(crate) fn from(self, start: usize) -> Raw<'a> {
-        match self {
-            Raw::Bytes(b) => Raw::Bytes(&b[start.min(b.len())..]),
-            Raw::Words(w) => Raw::Words(&w[start.min(w.len())..]),
-        }
-    }
-
+impl Raw<'_> {
     fn len(&self) -> usize {
         match self {
             Raw::Bytes(b) => b.len(),

@@ -167,6 +167,23 @@ pub(crate) fn check_symbols(layout: FloatLayout, joint: u32, values: &[u32]) -> 
     Ok(())
 }
 
+/// The raw fields of `raw8.len()` elements packed at `bits` each from the start of `packed`:
+/// the bytes themselves when they are bytes, else unpacked into `raw8` (up to 8 bits) or
+/// `raw16` (more).
+fn unpack_raw<'a>(packed: &'a [u8], bits: u32, raw8: &'a mut [u8], raw16: &'a mut Vec<u16>) -> Raw<'a> {
+    let n = raw8.len();
+    if bits == 8 {
+        Raw::Bytes(&packed[..n.min(packed.len())])
+    } else if bits < 8 {
+        bitpack::unpack_narrow(packed, bits, raw8);
+        Raw::Bytes(raw8)
+    } else {
+        raw16.resize(n, 0);
+        bitpack::unpack_wide(packed, bits, raw16);
+        Raw::Words(raw16)
+    }
+}
+
 /// Decodes `lossless` tiles of one tensor.
 #[derive(Clone, Debug)]
 pub struct LosslessDecoder {
@@ -253,30 +270,28 @@ impl LosslessDecoder {
         let low = self.layout.mant_bits - self.joint;
         if self.dtype.size() == 2 {
             // Symbols first, then a join pass (see `join16`).
-            // Every byte of both halves is written before it is read: no need to zero them.
-            if scratch.len() < 2 * count {
-                scratch.resize(2 * count, 0);
-            }
-            let (symbols, raw8) = scratch[..2 * count].split_at_mut(count);
-            let mut raw16 = Vec::new();
-            let raw = if raw_bits == 8 {
-                Raw::Bytes(tile.raw)
-            } else if raw_bits < 8 {
-                bitpack::unpack_narrow(tile.raw, raw_bits, raw8);
-                Raw::Bytes(raw8)
-            } else {
-                raw16.resize(count, 0);
-                bitpack::unpack_wide(tile.raw, raw_bits, &mut raw16);
-                Raw::Words(&raw16)
-            };
             if join16::vector_join() {
+                // With AVX-512, a whole tile at a time: the join streams large outputs past the
+                // cache. Every byte of both halves is written before it is read: no need to zero
+                // them.
+                if scratch.len() < 2 * count {
+                    scratch.resize(2 * count, 0);
+                }
+                let (symbols, raw8) = scratch[..2 * count].split_at_mut(count);
+                let mut raw16 = Vec::new();
+                let raw = unpack_raw(tile.raw, raw_bits, raw8, &mut raw16);
                 run(LaneOutput::Symbols(symbols))?;
                 join16::join(symbols, raw, &self.placed, low, out);
                 return Ok(());
             }
-            // Without AVX-512 the symbols are joined a cache-sized chunk at a time.
+            // Otherwise a cache-sized chunk at a time, its raw fields unpacked beside it. The
+            // chunks start at multiples of 8 elements, so their packed fields at whole bytes.
+            let mut raw16 = Vec::new();
             return decode_symbol_chunks(&tile.states, &tile.lane_ends, &tile.words, &self.table, count, |start, s| {
-                join16::join(s, raw.from(start), &self.placed, low, &mut out[2 * start..]);
+                let packed = &tile.raw[start * raw_bits as usize / 8..];
+                scratch.resize(s.len(), 0);
+                let raw = unpack_raw(packed, raw_bits, scratch, &mut raw16);
+                join16::join(s, raw, &self.placed, low, &mut out[2 * start..]);
             })
             .map_err(|e| e.to_string());
         }
