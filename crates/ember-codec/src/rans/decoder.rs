@@ -282,7 +282,7 @@ pub fn decode_symbol_chunks(
 /// A tile's words with four zero words appended, copied once per decode: the vector loops
 /// gather up to 8 bytes at any read position up to the real end, so even a corrupt stream never
 /// reads outside the copy (the scalar steps read zeros past the end too).
-pub(super) struct Padded {
+struct Padded {
     words: Vec<u16>,
     len: usize,
 }
@@ -429,11 +429,9 @@ mod x86 {
             // contract); `first + 8 · groups ≤ width`.
             unsafe {
                 match (groups, block.raw.is_null()) {
-                    (8, true) => block_avx2::<8, false>(&block, first, x, pos),
                     (4, true) => block_avx2::<4, false>(&block, first, x, pos),
                     (2, true) => block_avx2::<2, false>(&block, first, x, pos),
                     (_, true) => block_avx2::<1, false>(&block, first, x, pos),
-                    (8, false) => block_avx2::<8, true>(&block, first, x, pos),
                     (4, false) => block_avx2::<4, true>(&block, first, x, pos),
                     (2, false) => block_avx2::<2, true>(&block, first, x, pos),
                     (_, false) => block_avx2::<1, true>(&block, first, x, pos),
