@@ -49,10 +49,11 @@ pub fn plan_tiles(shape: &[u64], tile_elems: u64, align: u64) -> Vec<TileSpan> {
         let most = (tile_elems / cols).max(1);
         let count = rows.div_ceil(most);
         let count = if count > 1 { count.next_multiple_of(2).min(rows) } else { count };
-        let rows_per_tile = rows.div_ceil(count);
+        // `count` tiles whose row counts differ by at most one (each at most `most`).
+        let (base, extra) = (rows / count, rows % count);
         let mut r = 0;
-        while r < rows {
-            let take = rows_per_tile.min(rows - r);
+        for k in 0..count {
+            let take = base + u64::from(k < extra);
             tiles.push(TileSpan { start: r * cols, count: take * cols });
             r += take;
         }
@@ -304,6 +305,10 @@ mod tests {
         let t = plan_tiles(&[3, 100], 100, 1);
         assert!(covers(&t, 300) && t.len() == 3);
         assert_eq!(plan_tiles(&[384, 384], 1 << 17, 1).len(), 2);
+        // 9 rows of at most 2 per tile: six tiles of 2, 2, 2, 1, 1, 1 rows, not five.
+        let t = plan_tiles(&[9, 10], 20, 1);
+        assert!(covers(&t, 90));
+        assert_eq!(t.iter().map(|t| t.count / 10).collect::<Vec<_>>(), [2, 2, 2, 1, 1, 1]);
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! per eight lanes, which measured about 45% slower than decoding plain symbol bytes. With
 //! AVX-512 (BW) the whole 256-entry value table lives in eight registers and a lookup is a few
 //! in-register permutes per 32 elements, so decoding symbols first and joining afterwards is
-//! the fast path there; with AVX2 only, a lookup is one pair of in-lane byte shuffles per 16
-//! symbols of the alphabet, cheaper than a gather on the CPUs measured; with VBMI, raw fields of up to 8 bits (BF16) take a byte-plane variant
-//! that joins 64 elements per step and streams large outputs past the cache. The scalar loop is
-//! the specification.
+//! the fast path there; with VBMI, raw fields of up to 8 bits (BF16) take a byte-plane variant
+//! that joins 64 elements per step and streams large outputs past the cache. With AVX2 only, a
+//! lookup is one pair of in-lane byte shuffles per 16 symbols of the alphabet, cheaper than a
+//! gather on AMD Zen 3. The scalar loop is the specification.
 
 /// Joins `symbols` with raw fields given either as bytes (`raw8`, fields of up to 8 bits) or as
 /// 16-bit words (`raw16`), writing little-endian 16-bit values into `out` (2 bytes per element).
